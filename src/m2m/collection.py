@@ -1,0 +1,456 @@
+"""A collection: ids, vectors, metadata and documents, with filters and search.
+
+Writes go to SQLite first (one transaction per call, durable on return) and then to
+the in-memory mirror that searches scan. Reads first catch up with writes that other
+processes committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from m2m._rwlock import RWLock
+from m2m.errors import IdAlreadyExistsError, InvalidArgumentError, ItemNotFoundError
+from m2m.exact import exact_search
+from m2m.results import GetResult, QueryResult
+from m2m.storage import validation as check
+from m2m.storage.filters import (
+    evaluate_where,
+    evaluate_where_document,
+    validate_where,
+    validate_where_document,
+)
+from m2m.storage.mirror import CollectionMirror, SlotChanges, search_form
+from m2m.storage.sqlite_store import (
+    OP_DELETE,
+    OP_PUT,
+    CollectionRecord,
+    SQLiteStore,
+    decode_vector,
+    encode_metadata,
+    encode_vector,
+)
+from m2m.types import (
+    GET_INCLUDE_ALLOWED,
+    GET_INCLUDE_DEFAULT,
+    QUERY_INCLUDE_ALLOWED,
+    QUERY_INCLUDE_DEFAULT,
+    Include,
+    Metric,
+)
+
+if TYPE_CHECKING:
+    from m2m.embeddings import EmbeddingFunction
+
+logger = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+
+
+class Collection:
+    """A named set of items of one dimension and metric. Thread-safe."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        record: CollectionRecord,
+        embedding_function: EmbeddingFunction | None = None,
+    ) -> None:
+        self._store = store
+        self._record = record
+        self.embedding_function = embedding_function
+        self._lock = RWLock()
+        self._mirror = CollectionMirror(record.dim, record.metric)
+        self._seen_data_version = threading.local()
+        with self._lock.write():
+            self._mirror.load(store, record.id)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def dim(self) -> int:
+        return self._record.dim
+
+    @property
+    def metric(self) -> Metric:
+        return self._record.metric
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        return self._record.metadata
+
+    @property
+    def id(self) -> str:
+        """A stable unique id (a UUID), distinct from the name."""
+        return self._record.uuid
+
+    def __repr__(self) -> str:
+        return f"Collection(name={self.name!r}, dim={self.dim}, metric={self.metric.value!r})"
+
+    def count(self) -> int:
+        """Number of items."""
+        self._catch_up()
+        with self._lock.read():
+            return self._mirror.count
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def add(
+        self,
+        ids: str | Sequence[str],
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+    ) -> None:
+        """Add new items; fails whole with :class:`IdAlreadyExistsError` if any id exists."""
+        self._write(ids, embeddings, metadatas, documents, mode="add")
+
+    def upsert(
+        self,
+        ids: str | Sequence[str],
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+    ) -> None:
+        """Add new items and overwrite existing ones.
+
+        For existing items, ``metadatas`` and ``documents`` replace the stored values
+        when they are passed and are kept when they are not.
+        """
+        self._write(ids, embeddings, metadatas, documents, mode="upsert")
+
+    def update(
+        self,
+        ids: str | Sequence[str],
+        embeddings: Any = None,
+        metadatas: Any = None,
+        documents: Any = None,
+    ) -> None:
+        """Change fields of existing items; fails whole with :class:`ItemNotFoundError` if any id is missing."""
+        self._write(ids, embeddings, metadatas, documents, mode="update")
+
+    def _embed_documents(self, documents: list[str | None] | None, n: int) -> Any:
+        if self.embedding_function is None or documents is None or any(d is None for d in documents):
+            raise InvalidArgumentError(
+                "embeddings are required (or give every item a document and the collection an embedding_function)"
+            )
+        return self.embedding_function(documents)
+
+    def _write(self, ids: Any, embeddings: Any, metadatas: Any, documents: Any, *, mode: str) -> None:
+        ids = check.ids(ids)
+        n = len(ids)
+        metas = check.metadatas(metadatas, n)
+        docs = check.documents(documents, n)
+        if embeddings is None and mode != "update":
+            embeddings = self._embed_documents(docs, n)
+        vectors = None if embeddings is None else check.embeddings(embeddings, self.dim, n_expected=n)
+        if mode == "update" and vectors is None and docs is not None and self.embedding_function is not None:
+            vectors = check.embeddings(self._embed_documents(docs, n), self.dim, n_expected=n)
+        with self._lock.write():
+            with self._store.transaction(f"{mode} into {self.name!r}") as conn:
+                self._sync_in_transaction(conn)
+                changes = SlotChanges()
+                slots = self._mirror.slots_of(ids)
+                existing = [i for i, slot in enumerate(slots) if slot is not None]
+                new = [i for i, slot in enumerate(slots) if slot is None]
+                if mode == "add" and existing:
+                    raise IdAlreadyExistsError(
+                        f"ids already exist in {self.name!r}: {[ids[i] for i in existing[:5]]}; use upsert to overwrite"
+                    )
+                if mode == "update" and new:
+                    raise ItemNotFoundError(f"ids not found in {self.name!r}: {[ids[i] for i in new[:5]]}")
+                inserted_rowids = np.empty(0, dtype=np.int64)
+                if new:
+                    first = self._store.next_rowid(conn)
+                    inserted_rowids = np.arange(first, first + len(new), dtype=np.int64)
+                    self._store.insert_items(
+                        conn,
+                        self._record.id,
+                        (
+                            (
+                                int(inserted_rowids[j]),
+                                ids[i],
+                                encode_vector(vectors[i]),
+                                encode_metadata(metas[i]) if metas is not None else None,
+                                docs[i] if docs is not None else None,
+                            )
+                            for j, i in enumerate(new)
+                        ),
+                    )
+                existing_rowids = np.asarray([self._mirror.rowids[slots[i]] for i in existing], dtype=np.int64)
+                if existing:
+                    columns, getters = [], []
+                    if vectors is not None:
+                        columns.append("vector")
+                        getters.append(lambda i: encode_vector(vectors[i]))
+                    if metas is not None:
+                        columns.append("metadata")
+                        getters.append(lambda i: encode_metadata(metas[i]))
+                    if docs is not None:
+                        columns.append("document")
+                        getters.append(lambda i: docs[i])
+                    if columns:
+                        self._store.update_items(
+                            conn,
+                            columns,
+                            (
+                                (*(get(i) for get in getters), int(existing_rowids[j]))
+                                for j, i in enumerate(existing)
+                            ),
+                        )
+                self._store.log_changes(conn, self._record.id, np.concatenate([inserted_rowids, existing_rowids]), OP_PUT)
+                self._store.trim_change_log(conn)
+                version = self._store.bump_version(conn, self._record.id)
+                seq = self._store.state(self._record.id, conn)[1]
+                pending = (new, existing, inserted_rowids, slots)
+            # Committed: apply to the mirror while still holding the lock.
+            self._apply_write(ids, vectors, metas, docs, pending, changes, version, seq)
+
+    def _apply_write(self, ids, vectors, metas, docs, pending, changes, version, seq) -> None:
+        new, existing, inserted_rowids, slots = pending
+        mirror = self._mirror
+        if new:
+            mirror.put_many(
+                inserted_rowids,
+                [ids[i] for i in new],
+                vectors[new],
+                [metas[i] for i in new] if metas is not None else None,
+                np.asarray([docs is not None and docs[i] is not None for i in new], dtype=bool),
+                changes,
+            )
+        if existing:
+            existing_slots = np.asarray([slots[i] for i in existing], dtype=np.int64)
+            mirror.set_fields(
+                existing_slots,
+                vectors[existing] if vectors is not None else None,
+                [metas[i] for i in existing] if metas is not None else None,
+                np.asarray([docs[i] is not None for i in existing], dtype=bool) if docs is not None else None,
+                changes,
+            )
+        mirror.version, mirror.last_seq = version, seq
+        self._on_changes(changes)
+
+    def delete(self, ids: str | Sequence[str] | None = None, where: dict | None = None,
+               where_document: dict | None = None) -> int:
+        """Delete items by id and/or filter (both must match when both are given); returns how many."""
+        if ids is None and where is None and where_document is None:
+            raise InvalidArgumentError("delete needs ids, where or where_document (where={} deletes everything)")
+        id_list = check.ids(ids, allow_empty=True) if ids is not None else None
+        where = validate_where(where)
+        where_document = validate_where_document(where_document)
+        with self._lock.write():
+            with self._store.transaction(f"delete from {self.name!r}") as conn:
+                self._sync_in_transaction(conn)
+                changes = SlotChanges()
+                mask = self._filter_mask(where, where_document)
+                if id_list is not None:
+                    found = [s for s in self._mirror.slots_of(id_list) if s is not None]
+                    slots = np.asarray(found, dtype=np.int64)
+                    if mask is not None:
+                        slots = slots[mask[slots]]
+                else:
+                    slots = np.flatnonzero(mask if mask is not None else self._mirror.alive[: self._mirror.n_slots])
+                if len(slots) == 0:
+                    return 0
+                rowids = self._mirror.rowids[slots].copy()
+                self._store.delete_items(conn, rowids)
+                self._store.log_changes(conn, self._record.id, rowids, OP_DELETE)
+                self._store.trim_change_log(conn)
+                version = self._store.bump_version(conn, self._record.id)
+                seq = self._store.state(self._record.id, conn)[1]
+            self._mirror.remove_slots(slots, changes)
+            self._mirror.version, self._mirror.last_seq = version, seq
+            self._on_changes(changes)
+        return len(slots)
+
+    def _sync_in_transaction(self, conn) -> None:
+        """Catch up with other writers' commits once this writer holds the lock."""
+        changes = self._mirror.sync(self._store, self._record.id, conn)
+        if changes is not None:
+            self._on_changes(changes)
+
+    def _on_changes(self, changes: SlotChanges) -> None:
+        """Hook for derived structures (index, splats) to follow written and freed slots."""
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def _catch_up(self) -> None:
+        """Bring the mirror up to date with commits from other connections, cheaply."""
+        data_version = self._store.data_version()
+        if getattr(self._seen_data_version, "value", None) == data_version:
+            return
+        with self._lock.write():
+            changes = self._mirror.sync(self._store, self._record.id)
+            if changes is not None:
+                self._on_changes(changes)
+        self._seen_data_version.value = data_version
+
+    def _filter_mask(self, where: dict | None, where_document: dict | None) -> np.ndarray | None:
+        """Mask over slots of live items matching both filters; ``None`` means every live item."""
+        mirror = self._mirror
+        n = mirror.n_slots
+        if not where and where_document is None:
+            return None
+        mask = mirror.alive[:n].copy()
+        if where:
+            mask &= evaluate_where(where, mirror.metadata, n)
+        if where_document is not None:
+
+            def contains(text: str) -> np.ndarray:
+                return np.isin(mirror.rowids[:n], self._store.rowids_containing(text))
+
+            mask &= evaluate_where_document(where_document, contains, mirror.has_document[:n])
+        return mask
+
+    def get(
+        self,
+        ids: str | Sequence[str] | None = None,
+        where: dict | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        where_document: dict | None = None,
+        include: Sequence[str] = tuple(GET_INCLUDE_DEFAULT),
+    ) -> GetResult:
+        """Items by id and/or filter, in insertion order (or in the order of ``ids``)."""
+        id_list = check.ids(ids, allow_empty=True) if ids is not None else None
+        where = validate_where(where)
+        where_document = validate_where_document(where_document)
+        fields = Include.parse_many(include, allowed=GET_INCLUDE_ALLOWED)
+        if limit is not None:
+            limit = check.non_negative_int(limit, "limit")
+        offset = check.non_negative_int(offset, "offset")
+        self._catch_up()
+        with self._lock.read():
+            mirror = self._mirror
+            mask = self._filter_mask(where, where_document)
+            if id_list is not None:
+                slots = np.asarray([s for s in mirror.slots_of(id_list) if s is not None], dtype=np.int64)
+                if mask is not None:
+                    slots = slots[mask[slots]]
+            else:
+                slots = mirror.live_slots()
+                if mask is not None:
+                    slots = slots[mask[slots]]
+            stop = None if limit is None else offset + limit
+            slots = slots[offset:stop]
+            return self._assemble_get(slots, fields)
+
+    def _assemble_get(self, slots: np.ndarray, fields: frozenset[Include]) -> GetResult:
+        mirror = self._mirror
+        rowids = mirror.rowids[slots]
+        rows = self._fetch(rowids, fields)
+        result = GetResult(ids=[mirror.ids[s] for s in slots])
+        result["embeddings"] = (
+            [decode_vector(rows[r][0]).copy() for r in rowids] if Include.EMBEDDINGS in fields else None
+        )
+        result["metadatas"] = [rows[r][1] for r in rowids] if Include.METADATAS in fields else None
+        result["documents"] = [rows[r][2] for r in rowids] if Include.DOCUMENTS in fields else None
+        return result
+
+    def _fetch(self, rowids: np.ndarray, fields: frozenset[Include]) -> dict[int, tuple]:
+        wanted = fields & {Include.EMBEDDINGS, Include.METADATAS, Include.DOCUMENTS}
+        if not wanted or len(rowids) == 0:
+            return {}
+        rows = self._store.fetch_fields(
+            rowids,
+            vectors=Include.EMBEDDINGS in fields,
+            metadatas=Include.METADATAS in fields,
+            documents=Include.DOCUMENTS in fields,
+        )
+        missing = (None, None, None)
+        return {int(r): rows.get(int(r), missing) for r in rowids}
+
+    def peek(self, limit: int = 10) -> GetResult:
+        """The first ``limit`` items."""
+        return self.get(limit=limit)
+
+    def query(
+        self,
+        query_embeddings: Any = None,
+        n_results: int = 10,
+        where: dict | None = None,
+        where_document: dict | None = None,
+        include: Sequence[str] = tuple(QUERY_INCLUDE_DEFAULT),
+        *,
+        query_texts: Sequence[str] | str | None = None,
+    ) -> QueryResult:
+        """The ``n_results`` nearest items to each query, best first.
+
+        ``query_embeddings`` is one vector or a batch ``(n, dim)``; or pass ``query_texts``
+        when the collection has an embedding function. Distances follow the metric:
+        cosine ``1 - cos``, ip ``-dot``, l2 squared Euclidean.
+        """
+        queries = self._queries(query_embeddings, query_texts)
+        k = check.positive_int(n_results, "n_results")
+        where = validate_where(where)
+        where_document = validate_where_document(where_document)
+        fields = Include.parse_many(include, allowed=QUERY_INCLUDE_ALLOWED)
+        self._catch_up()
+        with self._lock.read():
+            mask = self._filter_mask(where, where_document)
+            distances, slots = self._search(queries, k, mask)
+            return self._assemble_query(distances, slots, fields)
+
+    def _queries(self, query_embeddings: Any, query_texts: Any) -> np.ndarray:
+        if query_embeddings is None:
+            if query_texts is None:
+                raise InvalidArgumentError("query needs query_embeddings or query_texts")
+            if self.embedding_function is None:
+                raise InvalidArgumentError("query_texts needs a collection with an embedding_function")
+            texts = [query_texts] if isinstance(query_texts, str) else list(query_texts)
+            query_embeddings = self.embedding_function(texts)
+        queries = check.embeddings(query_embeddings, self.dim, name="query_embeddings")
+        return search_form(queries, self.metric)
+
+    def _search(self, queries: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        return exact_search(self._mirror, queries, k, mask)
+
+    def _assemble_query(self, distances: np.ndarray, slots: np.ndarray, fields: frozenset[Include]) -> QueryResult:
+        mirror = self._mirror
+        keep = slots >= 0
+        flat_rowids = mirror.rowids[slots[keep]]
+        rows = self._fetch(flat_rowids, fields)
+        result = QueryResult(ids=[], distances=None, metadatas=None, documents=None, embeddings=None)
+        columns: dict[str, list] = {"ids": []}
+        for name, field in (
+            ("distances", Include.DISTANCES),
+            ("metadatas", Include.METADATAS),
+            ("documents", Include.DOCUMENTS),
+            ("embeddings", Include.EMBEDDINGS),
+        ):
+            if field in fields:
+                columns[name] = []
+        for qi in range(len(slots)):
+            row_slots = slots[qi][keep[qi]]
+            row_rowids = mirror.rowids[row_slots]
+            columns["ids"].append([mirror.ids[s] for s in row_slots])
+            if "distances" in columns:
+                columns["distances"].append(distances[qi][keep[qi]].astype(float).tolist())
+            if "metadatas" in columns:
+                columns["metadatas"].append([rows[r][1] for r in row_rowids])
+            if "documents" in columns:
+                columns["documents"].append([rows[r][2] for r in row_rowids])
+            if "embeddings" in columns:
+                columns["embeddings"].append([decode_vector(rows[r][0]).copy() for r in row_rowids])
+        result.update(columns)
+        return result
+
+    def _close(self) -> None:
+        """Release derived structures; the client closes the database."""
+
+    def modify(self, metadata: dict[str, Any] | None = _UNSET) -> None:
+        """Replace the collection's own metadata."""
+        if metadata is not _UNSET:
+            metadata = check.metadata(metadata)
+            self._store.set_collection_metadata(self._record.id, metadata)
+            self._record = self._store.get_collection(self.name)
+

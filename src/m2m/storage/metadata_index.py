@@ -1,0 +1,196 @@
+"""An in-memory, columnar mirror of item metadata for fast ``where`` filters.
+
+SQLite stores the metadata JSON; this index answers filters with NumPy in
+microseconds instead of a table scan per query. Each metadata key keeps typed
+columns of ``(slot, generation, value)`` entries; a list value becomes one entry per
+element. Rewriting a slot bumps its generation, which makes its old entries stale
+without touching them; stale entries are dropped when they outnumber live ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import numpy as np
+
+
+class Kind(enum.IntEnum):
+    """Value kinds kept apart so that ``True`` never equals ``1`` in a filter."""
+
+    INT = 0
+    FLOAT = 1
+    STR = 2
+    BOOL = 3
+
+
+def kind_of(value: Any) -> Kind:
+    if isinstance(value, bool):
+        return Kind.BOOL
+    if isinstance(value, int):
+        return Kind.INT
+    if isinstance(value, float):
+        return Kind.FLOAT
+    return Kind.STR
+
+
+class _Column:
+    """Append-friendly ``(slot, generation, value)`` triples with a lazily built NumPy view."""
+
+    __slots__ = ("dtype", "slots", "gens", "values", "_pending")
+
+    def __init__(self, dtype: type) -> None:
+        self.dtype = dtype
+        self.slots = np.empty(0, dtype=np.int64)
+        self.gens = np.empty(0, dtype=np.int64)
+        self.values = np.empty(0, dtype=dtype)
+        self._pending: list[tuple[int, int, Any]] = []
+
+    def append(self, slot: int, gen: int, value: Any) -> None:
+        self._pending.append((slot, gen, value))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._pending:
+            slots, gens, values = zip(*self._pending, strict=True)
+            self.slots = np.concatenate([self.slots, np.fromiter(slots, np.int64, len(slots))])
+            self.gens = np.concatenate([self.gens, np.fromiter(gens, np.int64, len(gens))])
+            self.values = np.concatenate([self.values, np.asarray(values, dtype=self.dtype)])
+            self._pending.clear()
+        return self.slots, self.gens, self.values
+
+    def __len__(self) -> int:
+        return len(self.slots) + len(self._pending)
+
+    def keep(self, live: np.ndarray) -> None:
+        slots, gens, values = self.arrays()
+        self.slots, self.gens, self.values = slots[live], gens[live], values[live]
+
+
+class _Key:
+    """All entries of one metadata key: presence plus one column per value kind."""
+
+    __slots__ = ("presence", "columns", "codes")
+
+    def __init__(self) -> None:
+        self.presence = _Column(np.int8)
+        self.columns = {
+            Kind.INT: _Column(np.int64),
+            Kind.FLOAT: _Column(np.float64),
+            Kind.STR: _Column(np.int64),
+            Kind.BOOL: _Column(np.int64),
+        }
+        self.codes: dict[str, int] = {}
+
+    def code(self, text: str) -> int:
+        code = self.codes.get(text)
+        if code is None:
+            code = self.codes[text] = len(self.codes)
+        return code
+
+
+class MetadataIndex:
+    """Columnar metadata over integer slots; evaluates comparisons to slot masks."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _Key] = {}
+        self._gen = np.zeros(0, dtype=np.int64)
+        self._writes = 0
+
+    def _ensure(self, n_slots: int) -> None:
+        if n_slots > len(self._gen):
+            grown = np.zeros(max(n_slots, 2 * len(self._gen), 1024), dtype=np.int64)
+            grown[: len(self._gen)] = self._gen
+            self._gen = grown
+
+    def set(self, slot: int, metadata: dict[str, Any] | None) -> None:
+        """Replace the metadata of ``slot`` (``None`` clears it)."""
+        self._ensure(slot + 1)
+        self._gen[slot] += 1
+        gen = int(self._gen[slot])
+        self._writes += 1
+        if self._writes % 50_000 == 0:
+            self.compact()
+        if not metadata:
+            return
+        for key, value in metadata.items():
+            entry = self._keys.get(key)
+            if entry is None:
+                entry = self._keys[key] = _Key()
+            entry.presence.append(slot, gen, 1)
+            for item in value if isinstance(value, list) else (value,):
+                kind = kind_of(item)
+                stored = entry.code(item) if kind is Kind.STR else item
+                entry.columns[kind].append(slot, gen, stored)
+
+    def clear(self, slot: int) -> None:
+        self.set(slot, None)
+
+    def _live(self, column: _Column) -> tuple[np.ndarray, np.ndarray]:
+        slots, gens, values = column.arrays()
+        live = self._gen[slots] == gens
+        return slots[live], values[live]
+
+    def present(self, key: str, n_slots: int) -> np.ndarray:
+        mask = np.zeros(n_slots, dtype=bool)
+        entry = self._keys.get(key)
+        if entry is not None:
+            slots, _ = self._live(entry.presence)
+            mask[slots] = True
+        return mask
+
+    def compare(self, key: str, op: str, operand: Any, n_slots: int) -> np.ndarray:
+        """Slots where any value of ``key`` satisfies ``value <op> operand``.
+
+        ``op`` is one of ``eq gt gte lt lte in``; for ``in`` the operand is a list.
+        Numbers compare across int and float; strings and booleans only equal themselves.
+        """
+        mask = np.zeros(n_slots, dtype=bool)
+        entry = self._keys.get(key)
+        if entry is None:
+            return mask
+        operands = operand if op == "in" else [operand]
+        by_kind: dict[Kind, list[Any]] = {}
+        for value in operands:
+            kind = kind_of(value)
+            if kind is Kind.STR:
+                code = entry.codes.get(value)
+                if code is not None:
+                    by_kind.setdefault(Kind.STR, []).append(code)
+            elif kind is Kind.BOOL:
+                by_kind.setdefault(Kind.BOOL, []).append(int(value))
+            else:
+                by_kind.setdefault(Kind.INT, []).append(value)
+                by_kind.setdefault(Kind.FLOAT, []).append(value)
+        for kind, values in by_kind.items():
+            slots, column = self._live(entry.columns[kind])
+            if len(slots) == 0:
+                continue
+            if op in ("eq", "in"):
+                if kind is Kind.INT:
+                    ints = [int(v) for v in values if float(v).is_integer()]
+                    hit = np.isin(column, np.asarray(ints, dtype=np.int64)) if ints else None
+                    if hit is None:
+                        continue
+                else:
+                    hit = np.isin(column, np.asarray(values, dtype=column.dtype))
+            else:
+                (value,) = values
+                if kind is Kind.INT and isinstance(value, float):
+                    column = column.astype(np.float64)
+                hit = {
+                    "gt": np.greater,
+                    "gte": np.greater_equal,
+                    "lt": np.less,
+                    "lte": np.less_equal,
+                }[op](column, value)
+            mask[slots[hit]] = True
+        return mask
+
+    def compact(self) -> None:
+        """Drop stale entries once they outnumber live ones."""
+        for entry in self._keys.values():
+            for column in (entry.presence, *entry.columns.values()):
+                slots, gens, _ = column.arrays()
+                live = self._gen[slots] == gens
+                if live.sum() * 2 < len(live):
+                    column.keep(live)

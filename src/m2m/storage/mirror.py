@@ -1,0 +1,263 @@
+"""The in-memory mirror of one collection: search vectors, ids and metadata by slot.
+
+SQLite is the truth; the mirror is what queries scan. Each live item holds a *slot*,
+a small integer stable for the item's life (freed slots are reused), which is also the
+handle the HRM2 index stores. The mirror follows SQLite through the change log, so
+writes from other processes become visible at the next read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from m2m.storage.metadata_index import MetadataIndex
+from m2m.storage.sqlite_store import (
+    OP_DELETE,
+    SQLiteStore,
+    decode_metadata,
+    decode_vector,
+)
+from m2m.types import Metric
+
+logger = logging.getLogger(__name__)
+
+
+def search_form(vectors: np.ndarray, metric: Metric) -> np.ndarray:
+    """Vectors as search scans them: unit length for cosine, unchanged otherwise.
+
+    A zero vector stays zero under cosine (it is at distance 1 from everything).
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if metric is not Metric.COSINE:
+        return vectors
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass
+class SlotChanges:
+    """Slots whose vectors were written or freed by one mirror update."""
+
+    written: list[int] = field(default_factory=list)
+    freed: list[int] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _snapshot(store: SQLiteStore, conn: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+    """A consistent read view: the caller's transaction, or a read transaction of our own."""
+    if conn is not None:
+        yield conn
+        return
+    conn = store.reader
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+class CollectionMirror:
+    """Search vectors, ids, rowids and metadata of one collection, by slot."""
+
+    def __init__(self, dim: int, metric: Metric) -> None:
+        self.dim = dim
+        self.metric = metric
+        self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self.sq_norms = np.zeros(0, dtype=np.float32)
+        self.rowids = np.zeros(0, dtype=np.int64)
+        self.alive = np.zeros(0, dtype=bool)
+        self.has_document = np.zeros(0, dtype=bool)
+        self.ids: list[str | None] = []
+        self.slot_of: dict[str, int] = {}
+        self.slot_of_rowid: dict[int, int] = {}
+        self.metadata = MetadataIndex()
+        self.n_slots = 0
+        self._free: list[int] = []
+        self.version = -1
+        self.last_seq = 0
+
+    # -- size -----------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        return len(self.slot_of)
+
+    def _reserve(self, n_more: int) -> None:
+        need = self.n_slots + n_more
+        capacity = len(self.rowids)
+        if need <= capacity:
+            return
+        new_capacity = max(need, int(capacity * 1.5), 1024)
+        vectors = np.zeros((new_capacity, self.dim), dtype=np.float32)
+        vectors[: self.n_slots] = self.vectors[: self.n_slots]
+        self.vectors = vectors
+        for name, dtype, fill in (
+            ("sq_norms", np.float32, 0),
+            ("rowids", np.int64, -1),
+            ("alive", bool, False),
+            ("has_document", bool, False),
+        ):
+            grown = np.full(new_capacity, fill, dtype=dtype)
+            grown[: self.n_slots] = getattr(self, name)[: self.n_slots]
+            setattr(self, name, grown)
+
+    def _take_slot(self) -> int:
+        if self._free:
+            return self._free.pop()
+        self._reserve(1)
+        slot = self.n_slots
+        self.n_slots += 1
+        self.ids.append(None)
+        return slot
+
+    # -- updates --------------------------------------------------------------------------
+
+    def put_many(
+        self,
+        rowids: np.ndarray,
+        ids: list[str],
+        vectors: np.ndarray,
+        metadatas: list[dict[str, Any] | None] | None,
+        has_document: np.ndarray,
+        changes: SlotChanges,
+        *,
+        metadata_given: bool = True,
+    ) -> np.ndarray:
+        """Insert or overwrite items; returns their slots.
+
+        ``vectors`` are raw (as stored); the mirror keeps their search form.
+        ``metadata_given=False`` keeps existing metadata of overwritten items.
+        """
+        n = len(ids)
+        self._reserve(n)
+        slots = np.empty(n, dtype=np.int64)
+        for i, item_id in enumerate(ids):
+            slot = self.slot_of.get(item_id)
+            if slot is None:
+                slot = self._take_slot()
+                self.slot_of[item_id] = slot
+                self.ids[slot] = item_id
+            slots[i] = slot
+        for slot, rowid in zip(slots.tolist(), rowids.tolist(), strict=True):
+            old = int(self.rowids[slot])
+            if old != rowid:
+                self.slot_of_rowid.pop(old, None)
+                self.slot_of_rowid[rowid] = slot
+        searchable = search_form(vectors, self.metric)
+        self.vectors[slots] = searchable
+        self.sq_norms[slots] = np.einsum("ij,ij->i", searchable, searchable)
+        self.rowids[slots] = rowids
+        self.alive[slots] = True
+        self.has_document[slots] = has_document
+        if metadata_given:
+            for i, slot in enumerate(slots):
+                self.metadata.set(int(slot), metadatas[i] if metadatas is not None else None)
+        changes.written.extend(int(s) for s in slots)
+        return slots
+
+    def set_fields(
+        self,
+        slots: np.ndarray,
+        vectors: np.ndarray | None,
+        metadatas: list[dict[str, Any] | None] | None,
+        has_document: np.ndarray | None,
+        changes: SlotChanges,
+    ) -> None:
+        """Overwrite some fields of existing items."""
+        if vectors is not None:
+            searchable = search_form(vectors, self.metric)
+            self.vectors[slots] = searchable
+            self.sq_norms[slots] = np.einsum("ij,ij->i", searchable, searchable)
+            changes.written.extend(int(s) for s in slots)
+        if metadatas is not None:
+            for slot, metadata in zip(slots, metadatas, strict=True):
+                self.metadata.set(int(slot), metadata)
+        if has_document is not None:
+            self.has_document[slots] = has_document
+
+    def remove_slots(self, slots: np.ndarray, changes: SlotChanges) -> None:
+        for slot in slots:
+            slot = int(slot)
+            item_id = self.ids[slot]
+            if item_id is None:
+                continue
+            del self.slot_of[item_id]
+            self.ids[slot] = None
+            self.alive[slot] = False
+            self.slot_of_rowid.pop(int(self.rowids[slot]), None)
+            self.rowids[slot] = -1
+            self.metadata.clear(slot)
+            self._free.append(slot)
+            changes.freed.append(slot)
+
+    # -- following SQLite -------------------------------------------------------------------
+
+    def load(self, store: SQLiteStore, collection_id: int, conn: sqlite3.Connection | None = None) -> SlotChanges:
+        """Reload everything from SQLite (first open, or the change log was trimmed)."""
+        with _snapshot(store, conn) as conn:
+            changes = SlotChanges()
+            self.remove_slots(np.flatnonzero(self.alive[: self.n_slots]), changes)
+            version, seq = store.state(collection_id, conn)
+            for rows in store.scan_items(collection_id, conn):
+                self._apply_rows(rows, changes)
+            self.version, self.last_seq = version, seq
+            return changes
+
+    def sync(
+        self, store: SQLiteStore, collection_id: int, conn: sqlite3.Connection | None = None
+    ) -> SlotChanges | None:
+        """Apply other writers' committed changes; ``None`` when nothing changed.
+
+        ``conn`` may be a connection inside a write transaction, so that a writer
+        first catches up with everything committed before it took the lock.
+        """
+        with _snapshot(store, conn) as conn:
+            version, seq = store.state(collection_id, conn)
+            if version == self.version:
+                return None
+            if self.last_seq < store.changes_floor(conn):
+                return self.load(store, collection_id, conn)
+            changes = SlotChanges()
+            final_op: dict[int, int] = {}
+            for _, rowid, op in store.changes_since(collection_id, self.last_seq, conn):
+                final_op[rowid] = op
+            deleted = [self.slot_of_rowid[r] for r, op in final_op.items() if op == OP_DELETE and r in self.slot_of_rowid]
+            self.remove_slots(np.asarray(deleted, dtype=np.int64), changes)
+            put = [r for r, op in final_op.items() if op != OP_DELETE]
+            self._apply_rows(store.items_by_rowid(put, conn), changes)
+            self.version, self.last_seq = version, seq
+            return changes
+
+    def _apply_rows(self, rows: list[tuple[int, str, bytes, str | None, int]], changes: SlotChanges) -> None:
+        if not rows:
+            return
+        rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        ids = [r[1] for r in rows]
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
+        metadatas = [decode_metadata(r[3]) for r in rows]
+        has_document = np.fromiter((bool(r[4]) for r in rows), dtype=bool, count=len(rows))
+        self.put_many(rowids, ids, vectors, metadatas, has_document, changes)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def live_slots(self) -> np.ndarray:
+        """Live slots in insertion order (by rowid)."""
+        slots = np.flatnonzero(self.alive[: self.n_slots])
+        return slots[np.argsort(self.rowids[slots], kind="stable")]
+
+    def slots_of(self, ids: list[str]) -> list[int | None]:
+        return [self.slot_of.get(i) for i in ids]
+
+    def vector_of(self, slot: int) -> np.ndarray:
+        """The search-form vector of a slot (a view)."""
+        return self.vectors[slot]
+
+
+__all__ = ["CollectionMirror", "SlotChanges", "search_form", "decode_vector"]
