@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from m2m.collection import Collection
 from m2m.errors import CollectionNotFoundError, InvalidArgumentError
+from m2m.index_manager import IndexSettings
 from m2m.storage import validation as check
 from m2m.storage.sqlite_store import SQLiteStore
 from m2m.types import Metric
@@ -29,8 +31,15 @@ class Client:
     before raising :class:`~m2m.errors.StoreBusyError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_PATH, *, write_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_PATH,
+        *,
+        write_timeout: float = 30.0,
+        index_settings: IndexSettings | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.index_settings = index_settings or IndexSettings()
         self._store = SQLiteStore(self.path, write_timeout=write_timeout)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.Lock()
@@ -68,7 +77,7 @@ class Client:
         metadata = check.metadata(metadata)
         record = self._store.create_collection(name, dim, metric, metadata)
         with self._lock:
-            collection = self._collections[name] = Collection(self._store, record, embedding_function)
+            collection = self._collections[name] = Collection(self._store, record, embedding_function, self.index_settings)
         return collection
 
     def get_collection(self, name: str, *, embedding_function: EmbeddingFunction | None = None) -> Collection:
@@ -78,7 +87,7 @@ class Client:
         with self._lock:
             collection = self._collections.get(name)
             if collection is None or collection._record.uuid != record.uuid:
-                collection = self._collections[name] = Collection(self._store, record, embedding_function)
+                collection = self._collections[name] = Collection(self._store, record, embedding_function, self.index_settings)
             elif embedding_function is not None:
                 collection.embedding_function = embedding_function
         return collection
@@ -117,8 +126,10 @@ class Client:
     def delete_collection(self, name: str) -> None:
         """Delete a collection and everything in it."""
         name = check.collection_name(name)
-        self._store.delete_collection(name)
+        record = self._store.delete_collection(name)
         with self._lock:
             collection = self._collections.pop(name, None)
         if collection is not None:
-            collection._close()
+            collection._drop()
+        else:
+            shutil.rmtree(self.path / "indexes" / record.uuid, ignore_errors=True)

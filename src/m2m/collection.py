@@ -7,9 +7,11 @@ processes committed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +19,8 @@ import numpy as np
 from m2m._rwlock import RWLock
 from m2m.errors import IdAlreadyExistsError, InvalidArgumentError, ItemNotFoundError
 from m2m.exact import exact_search
+from m2m.index.hrm2 import HRM2Params
+from m2m.index_manager import IndexManager, IndexSettings
 from m2m.results import GetResult, QueryResult
 from m2m.storage import validation as check
 from m2m.storage.filters import (
@@ -33,7 +37,7 @@ from m2m.storage.sqlite_store import (
     SQLiteStore,
     decode_vector,
     encode_metadata,
-    encode_vector,
+    vector_blobs,
 )
 from m2m.types import (
     GET_INCLUDE_ALLOWED,
@@ -52,6 +56,39 @@ logger = logging.getLogger(__name__)
 _UNSET: Any = object()
 
 
+@dataclasses.dataclass(frozen=True)
+class _SearchOptions:
+    """Validated index parameters of one query."""
+
+    n_probe: int | None
+    lod: int
+    target_recall: float | None
+    exact: bool = False
+
+    @classmethod
+    def parse(cls, n_probe: Any, lod: Any, target_recall: Any) -> _SearchOptions:
+        if n_probe is not None:
+            n_probe = check.positive_int(n_probe, "n_probe")
+        if lod not in (0, 1, 2) or isinstance(lod, bool):
+            raise InvalidArgumentError(f"lod must be 0, 1 or 2, got {lod!r}")
+        if target_recall is not None and (
+            isinstance(target_recall, bool)
+            or not isinstance(target_recall, int | float)
+            or not 0.0 < target_recall <= 1.0
+        ):
+            raise InvalidArgumentError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
+        return cls(n_probe, int(lod), None if target_recall is None else float(target_recall))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressiveResult:
+    """One level of a progressive query: its LOD, seconds since the query began, and the result."""
+
+    lod: int
+    elapsed: float
+    result: QueryResult
+
+
 class Collection:
     """A named set of items of one dimension and metric. Thread-safe."""
 
@@ -60,6 +97,7 @@ class Collection:
         store: SQLiteStore,
         record: CollectionRecord,
         embedding_function: EmbeddingFunction | None = None,
+        index_settings: IndexSettings | None = None,
     ) -> None:
         self._store = store
         self._record = record
@@ -67,8 +105,17 @@ class Collection:
         self._lock = RWLock()
         self._mirror = CollectionMirror(record.dim, record.metric)
         self._seen_data_version = threading.local()
+        self._indexer = IndexManager(
+            store.path / "indexes" / record.uuid,
+            store,
+            record.id,
+            self._mirror,
+            self._lock,
+            index_settings or IndexSettings(),
+        )
         with self._lock.write():
             self._mirror.load(store, record.id)
+            self._indexer.open()
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -172,6 +219,7 @@ class Collection:
                 if new:
                     first = self._store.next_rowid(conn)
                     inserted_rowids = np.arange(first, first + len(new), dtype=np.int64)
+                    blobs = vector_blobs(vectors)
                     self._store.insert_items(
                         conn,
                         self._record.id,
@@ -179,25 +227,30 @@ class Collection:
                             (
                                 int(inserted_rowids[j]),
                                 ids[i],
-                                encode_vector(vectors[i]),
+                                blobs[i],
                                 encode_metadata(metas[i]) if metas is not None else None,
                                 docs[i] if docs is not None else None,
                             )
                             for j, i in enumerate(new)
                         ),
                     )
+                    if docs is not None:
+                        self._store.index_documents(conn, inserted_rowids)
                 existing_rowids = np.asarray([self._mirror.rowids[slots[i]] for i in existing], dtype=np.int64)
                 if existing:
                     columns, getters = [], []
                     if vectors is not None:
                         columns.append("vector")
-                        getters.append(lambda i: encode_vector(vectors[i]))
+                        blobs = vector_blobs(vectors)
+                        getters.append(lambda i: blobs[i])
                     if metas is not None:
                         columns.append("metadata")
                         getters.append(lambda i: encode_metadata(metas[i]))
                     if docs is not None:
                         columns.append("document")
                         getters.append(lambda i: docs[i])
+                    if docs is not None:
+                        self._store.unindex_documents(conn, existing_rowids)
                     if columns:
                         self._store.update_items(
                             conn,
@@ -207,6 +260,8 @@ class Collection:
                                 for j, i in enumerate(existing)
                             ),
                         )
+                    if docs is not None:
+                        self._store.index_documents(conn, existing_rowids)
                 self._store.log_changes(conn, self._record.id, np.concatenate([inserted_rowids, existing_rowids]), OP_PUT)
                 self._store.trim_change_log(conn)
                 version = self._store.bump_version(conn, self._record.id)
@@ -279,7 +334,9 @@ class Collection:
             self._on_changes(changes)
 
     def _on_changes(self, changes: SlotChanges) -> None:
-        """Hook for derived structures (index, splats) to follow written and freed slots."""
+        """Derived structures (the index) follow written and freed items; under the write lock."""
+        if changes:
+            self._indexer.on_changes(changes)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -382,23 +439,103 @@ class Collection:
         include: Sequence[str] = tuple(QUERY_INCLUDE_DEFAULT),
         *,
         query_texts: Sequence[str] | str | None = None,
+        n_probe: int | None = None,
+        lod: int = 2,
+        target_recall: float | None = None,
     ) -> QueryResult:
         """The ``n_results`` nearest items to each query, best first.
 
         ``query_embeddings`` is one vector or a batch ``(n, dim)``; or pass ``query_texts``
         when the collection has an embedding function. Distances follow the metric:
         cosine ``1 - cos``, ip ``-dot``, l2 squared Euclidean.
+
+        With an HRM2 index: ``n_probe`` fine lists are scanned (or the fewest that reach
+        ``target_recall`` by the build-time calibration); ``lod`` 0 answers from cluster
+        summaries, 1 from compressed codes, 2 (default) re-ranks exactly. Without an
+        index the search is exact and these are ignored.
         """
         queries = self._queries(query_embeddings, query_texts)
         k = check.positive_int(n_results, "n_results")
         where = validate_where(where)
         where_document = validate_where_document(where_document)
         fields = Include.parse_many(include, allowed=QUERY_INCLUDE_ALLOWED)
+        search = _SearchOptions.parse(n_probe, lod, target_recall)
         self._catch_up()
         with self._lock.read():
             mask = self._filter_mask(where, where_document)
-            distances, slots = self._search(queries, k, mask)
+            distances, slots = self._search(queries, k, mask, search)
             return self._assemble_query(distances, slots, fields)
+
+    def query_progressive(
+        self,
+        query_embeddings: Any = None,
+        n_results: int = 10,
+        where: dict | None = None,
+        where_document: dict | None = None,
+        include: Sequence[str] = tuple(QUERY_INCLUDE_DEFAULT),
+        *,
+        query_texts: Sequence[str] | str | None = None,
+        n_probe: int | None = None,
+        target_recall: float | None = None,
+    ) -> Iterator[ProgressiveResult]:
+        """Yield results of one query level by level (LOD 0, 1, 2) with the time each took.
+
+        A UI shows LOD 0 at once and refines. Without an index there is one exact level.
+        """
+        queries = self._queries(query_embeddings, query_texts)
+        if len(queries) != 1:
+            raise InvalidArgumentError("query_progressive takes one query")
+        k = check.positive_int(n_results, "n_results")
+        where = validate_where(where)
+        where_document = validate_where_document(where_document)
+        fields = Include.parse_many(include, allowed=QUERY_INCLUDE_ALLOWED)
+        search = _SearchOptions.parse(n_probe, 2, target_recall)
+        self._catch_up()
+        started = time.perf_counter()
+        with self._lock.read():
+            mask = self._filter_mask(where, where_document)
+            index = self._indexer.index
+            if index is None:
+                distances, slots = exact_search(self._mirror, queries, k, mask)
+                yield ProgressiveResult(2, time.perf_counter() - started, self._assemble_query(distances, slots, fields))
+                return
+            levels = index.search_progressive(
+                queries[0],
+                k,
+                n_probe=search.n_probe,
+                allowed=self._indexer.rowid_mask(mask),
+                target_recall=search.target_recall,
+            )
+            for lod, distances, rowids in levels:
+                elapsed = time.perf_counter() - started
+                slots = self._indexer.to_slots(rowids[None, :])
+                yield ProgressiveResult(lod, elapsed, self._assemble_query(distances[None, :], slots, fields))
+
+    def create_index(self, params: HRM2Params | None = None, **overrides: Any) -> dict[str, Any]:
+        """Build (or rebuild) the HRM2 index now and return its statistics.
+
+        ``params`` or keyword overrides of :class:`~m2m.index.hrm2.HRM2Params`
+        (``n_coarse``, ``n_fine``, ``train_sample``, ``seed``...) set its shape.
+        """
+        if overrides:
+            params = dataclasses.replace(params or self._indexer.settings.params, **overrides)
+        self._catch_up()
+        with self._lock.write():
+            if self._mirror.count == 0:
+                raise InvalidArgumentError(f"collection {self.name!r} is empty; add items before indexing")
+            index = self._indexer.build_now(params)
+            return index.stats()
+
+    def index_stats(self) -> dict[str, Any] | None:
+        """Statistics of the HRM2 index, or ``None`` while the collection is searched exactly."""
+        self._catch_up()
+        with self._lock.read():
+            index = self._indexer.index
+            return None if index is None else index.stats()
+
+    def wait_for_index(self, timeout: float | None = None) -> None:
+        """Block until a background index build or retrain has finished."""
+        self._indexer.wait(timeout)
 
     def _queries(self, query_embeddings: Any, query_texts: Any) -> np.ndarray:
         if query_embeddings is None:
@@ -411,8 +548,21 @@ class Collection:
         queries = check.embeddings(query_embeddings, self.dim, name="query_embeddings")
         return search_form(queries, self.metric)
 
-    def _search(self, queries: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        return exact_search(self._mirror, queries, k, mask)
+    def _search(
+        self, queries: np.ndarray, k: int, mask: np.ndarray | None, options: _SearchOptions
+    ) -> tuple[np.ndarray, np.ndarray]:
+        index = self._indexer.index
+        if index is None or options.exact:
+            return exact_search(self._mirror, queries, k, mask)
+        distances, rowids = index.search(
+            queries,
+            k,
+            n_probe=options.n_probe,
+            lod=options.lod,
+            allowed=self._indexer.rowid_mask(mask),
+            target_recall=options.target_recall,
+        )
+        return distances, self._indexer.to_slots(rowids)
 
     def _assemble_query(self, distances: np.ndarray, slots: np.ndarray, fields: frozenset[Include]) -> QueryResult:
         mirror = self._mirror
@@ -444,8 +594,53 @@ class Collection:
         result.update(columns)
         return result
 
+    def search_text(
+        self,
+        text: str,
+        n_results: int = 10,
+        where: dict | None = None,
+        include: Sequence[str] = tuple(QUERY_INCLUDE_DEFAULT),
+    ) -> QueryResult:
+        """Full-text search over documents, ranked by BM25 (SQLite FTS5, words, case-folded).
+
+        Returns one result row, best first; ``distances`` are negated BM25 scores, so
+        smaller is better as everywhere else.
+        """
+        if not isinstance(text, str):
+            raise InvalidArgumentError("text must be a string")
+        k = check.positive_int(n_results, "n_results")
+        where = validate_where(where)
+        fields = Include.parse_many(include, allowed=QUERY_INCLUDE_ALLOWED - {Include.ENERGY})
+        self._catch_up()
+        with self._lock.read():
+            mirror = self._mirror
+            mask = self._filter_mask(where, None)
+            ranked = self._store.text_search(self._record.id, text, limit=-1)
+            slots, scores = [], []
+            for rowid, score in ranked:
+                slot = mirror.slot_of_rowid.get(rowid)
+                if slot is None or (mask is not None and not mask[slot]):
+                    continue
+                slots.append(slot)
+                scores.append(-score)
+                if len(slots) == k:
+                    break
+            distances = np.full((1, k), np.inf, dtype=np.float32)
+            out = np.full((1, k), -1, dtype=np.int64)
+            distances[0, : len(slots)] = scores
+            out[0, : len(slots)] = slots
+            return self._assemble_query(distances, out, fields)
+
     def _close(self) -> None:
-        """Release derived structures; the client closes the database."""
+        """Finish background work and save the index; the client closes the database."""
+        with self._lock.write():
+            self._indexer.close()
+
+    def _drop(self) -> None:
+        """The collection was deleted: remove its derived files."""
+        with self._lock.write():
+            self._indexer.wait()
+            self._indexer.drop()
 
     def modify(self, metadata: dict[str, Any] | None = _UNSET) -> None:
         """Replace the collection's own metadata."""

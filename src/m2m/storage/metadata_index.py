@@ -122,6 +122,11 @@ class MetadataIndex:
                 stored = entry.code(item) if kind is Kind.STR else item
                 entry.columns[kind].append(slot, gen, stored)
 
+    def set_many(self, slots: np.ndarray, metadatas: list[dict[str, Any] | None]) -> None:
+        """``set`` for many slots at once."""
+        for slot, metadata in zip(slots.tolist(), metadatas, strict=True):
+            self.set(slot, metadata)
+
     def clear(self, slot: int) -> None:
         self.set(slot, None)
 

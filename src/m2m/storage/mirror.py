@@ -47,6 +47,10 @@ class SlotChanges:
 
     written: list[int] = field(default_factory=list)
     freed: list[int] = field(default_factory=list)
+    freed_rowids: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.written or self.freed)
 
 
 @contextlib.contextmanager
@@ -191,6 +195,7 @@ class CollectionMirror:
             del self.slot_of[item_id]
             self.ids[slot] = None
             self.alive[slot] = False
+            changes.freed_rowids.append(int(self.rowids[slot]))
             self.slot_of_rowid.pop(int(self.rowids[slot]), None)
             self.rowids[slot] = -1
             self.metadata.clear(slot)

@@ -37,7 +37,7 @@ def collection_name(name: Any) -> str:
     Names never become file paths on their own, but the rule also rules out ``..``,
     slashes, NUL bytes and other ways to escape the data folder.
     """
-    if not isinstance(name, str) or not _COLLECTION_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _COLLECTION_NAME.fullmatch(name) or ".." in name:
         raise InvalidCollectionNameError(
             f"invalid collection name {name!r}: use 1-63 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit, and no '..'"
@@ -71,7 +71,10 @@ def _to_numpy(embeddings: Any) -> np.ndarray:
     if type(embeddings).__module__.startswith("torch"):
         embeddings = embeddings.detach().cpu().float().numpy()
     try:
-        return np.asarray(embeddings, dtype=np.float32)
+        # Values beyond float32's range become inf here (and are refused by the finite
+        # check) instead of raising a RuntimeWarning from the cast.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(embeddings, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InvalidVectorError(f"embeddings must be numeric and rectangular: {exc}") from None
 
