@@ -34,6 +34,9 @@ def kind_of(value: Any) -> Kind:
     return Kind.STR
 
 
+_KIND_BY_TYPE = {bool: Kind.BOOL, int: Kind.INT, float: Kind.FLOAT, str: Kind.STR}
+
+
 class _Column:
     """Append-friendly ``(slot, generation, value)`` triples with a lazily built NumPy view."""
 
@@ -95,6 +98,7 @@ class MetadataIndex:
         self._keys: dict[str, _Key] = {}
         self._gen = np.zeros(0, dtype=np.int64)
         self._writes = 0
+        self._compacted_at = 0
 
     def _ensure(self, n_slots: int) -> None:
         if n_slots > len(self._gen):
@@ -104,28 +108,38 @@ class MetadataIndex:
 
     def set(self, slot: int, metadata: dict[str, Any] | None) -> None:
         """Replace the metadata of ``slot`` (``None`` clears it)."""
-        self._ensure(slot + 1)
-        self._gen[slot] += 1
-        gen = int(self._gen[slot])
-        self._writes += 1
-        if self._writes % 50_000 == 0:
-            self.compact()
-        if not metadata:
-            return
-        for key, value in metadata.items():
-            entry = self._keys.get(key)
-            if entry is None:
-                entry = self._keys[key] = _Key()
-            entry.presence.append(slot, gen, 1)
-            for item in value if isinstance(value, list) else (value,):
-                kind = kind_of(item)
-                stored = entry.code(item) if kind is Kind.STR else item
-                entry.columns[kind].append(slot, gen, stored)
+        self.set_many(np.asarray([slot], dtype=np.int64), [metadata])
 
     def set_many(self, slots: np.ndarray, metadatas: list[dict[str, Any] | None]) -> None:
-        """``set`` for many slots at once."""
-        for slot, metadata in zip(slots.tolist(), metadatas, strict=True):
-            self.set(slot, metadata)
+        """Replace the metadata of many distinct slots in one pass."""
+        if len(slots) == 0:
+            return
+        slots = np.asarray(slots, dtype=np.int64)
+        self._ensure(int(slots.max()) + 1)
+        self._gen[slots] += 1
+        gens = self._gen[slots].tolist()
+        kinds = _KIND_BY_TYPE
+        for slot, gen, metadata in zip(slots.tolist(), gens, metadatas, strict=True):
+            if not metadata:
+                continue
+            for key, value in metadata.items():
+                entry = self._keys.get(key)
+                if entry is None:
+                    entry = self._keys[key] = _Key()
+                entry.presence._pending.append((slot, gen, 1))
+                for item in value if type(value) is list else (value,):
+                    kind = kinds.get(type(item))
+                    if kind is None:
+                        kind = kind_of(item)
+                    if kind is Kind.STR:
+                        item = entry.code(item)
+                    elif kind is Kind.BOOL:
+                        item = int(item)
+                    entry.columns[kind]._pending.append((slot, gen, item))
+        self._writes += len(slots)
+        if self._writes > 50_000 + 2 * self._compacted_at:
+            self.compact()
+            self._compacted_at = self._writes
 
     def clear(self, slot: int) -> None:
         self.set(slot, None)

@@ -112,15 +112,6 @@ class CollectionMirror:
             grown[: self.n_slots] = getattr(self, name)[: self.n_slots]
             setattr(self, name, grown)
 
-    def _take_slot(self) -> int:
-        if self._free:
-            return self._free.pop()
-        self._reserve(1)
-        slot = self.n_slots
-        self.n_slots += 1
-        self.ids.append(None)
-        return slot
-
     # -- updates --------------------------------------------------------------------------
 
     def put_many(
@@ -141,19 +132,26 @@ class CollectionMirror:
         """
         n = len(ids)
         self._reserve(n)
-        slots = np.empty(n, dtype=np.int64)
-        for i, item_id in enumerate(ids):
-            slot = self.slot_of.get(item_id)
-            if slot is None:
-                slot = self._take_slot()
-                self.slot_of[item_id] = slot
-                self.ids[slot] = item_id
-            slots[i] = slot
-        for slot, rowid in zip(slots.tolist(), rowids.tolist(), strict=True):
-            old = int(self.rowids[slot])
+        slot_of = self.slot_of
+        slot_list = [slot_of.get(item_id, -1) for item_id in ids]
+        fresh = [i for i, slot in enumerate(slot_list) if slot < 0]
+        if fresh:
+            reused = [self._free.pop() for _ in range(min(len(fresh), len(self._free)))]
+            n_new = len(fresh) - len(reused)
+            taken = reused + list(range(self.n_slots, self.n_slots + n_new))
+            self.n_slots += n_new
+            self.ids.extend([None] * n_new)
+            for i, slot in zip(fresh, taken, strict=True):
+                slot_list[i] = slot
+                slot_of[ids[i]] = slot
+                self.ids[slot] = ids[i]
+        slots = np.asarray(slot_list, dtype=np.int64)
+        old_rowids = self.rowids[slots].tolist()
+        by_rowid = self.slot_of_rowid
+        for slot, old, rowid in zip(slot_list, old_rowids, rowids.tolist(), strict=True):
             if old != rowid:
-                self.slot_of_rowid.pop(old, None)
-                self.slot_of_rowid[rowid] = slot
+                by_rowid.pop(old, None)
+                by_rowid[rowid] = slot
         searchable = search_form(vectors, self.metric)
         self.vectors[slots] = searchable
         self.sq_norms[slots] = np.einsum("ij,ij->i", searchable, searchable)
@@ -161,8 +159,7 @@ class CollectionMirror:
         self.alive[slots] = True
         self.has_document[slots] = has_document
         if metadata_given:
-            for i, slot in enumerate(slots):
-                self.metadata.set(int(slot), metadatas[i] if metadatas is not None else None)
+            self.metadata.set_many(slots, metadatas if metadatas is not None else [None] * n)
         changes.written.extend(int(s) for s in slots)
         return slots
 
@@ -181,8 +178,7 @@ class CollectionMirror:
             self.sq_norms[slots] = np.einsum("ij,ij->i", searchable, searchable)
             changes.written.extend(int(s) for s in slots)
         if metadatas is not None:
-            for slot, metadata in zip(slots, metadatas, strict=True):
-                self.metadata.set(int(slot), metadata)
+            self.metadata.set_many(slots, metadatas)
         if has_document is not None:
             self.has_document[slots] = has_document
 
