@@ -36,6 +36,15 @@ def topk_from_distances(distances: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     if n == 0:
         return out_d, out_i
     kk = min(k, n)
+    if n_queries == 1:  # the common single-query path, without the 2-D index plumbing
+        row = distances[0]
+        part = np.argpartition(row, kk - 1)[:kk] if kk < n else np.arange(n)
+        best_i = part[np.argsort(row[part], kind="stable")]
+        best_d = row[best_i]
+        finite = np.isfinite(best_d)
+        out_d[0, :kk] = np.where(finite, best_d, np.inf)
+        out_i[0, :kk] = np.where(finite, best_i, -1)
+        return out_d, out_i
     if kk < n:
         part = np.argpartition(distances, kk - 1, axis=1)[:, :kk]
     else:

@@ -37,7 +37,7 @@ def search_form(vectors: np.ndarray, metric: Metric) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if metric is not Metric.COSINE:
         return vectors
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    norms = np.sqrt(np.einsum("...i,...i->...", vectors, vectors))[..., None]
     return vectors / np.where(norms > 0, norms, 1.0)
 
 
