@@ -93,7 +93,7 @@ def check_topk_args(
 
 def _torch_backend(kind: str | None) -> tuple[ComputeBackend | None, str]:
     if importlib.util.find_spec("torch") is None:
-        return None, "the 'torch' package is not installed (pip install 'm2m-vector-search[gpu]')"
+        return None, "the 'torch' package is not installed (pip install 'm2m-vector-search[torch]')"
     from m2m.compute.torch_backend import TorchBackend, torch_device_available
 
     if kind is not None and not torch_device_available(kind):
@@ -106,7 +106,7 @@ def _torch_backend(kind: str | None) -> tuple[ComputeBackend | None, str]:
 
 def _wgpu_backend(kind: str | None, *, hardware_only: bool) -> tuple[ComputeBackend | None, str]:
     if importlib.util.find_spec("wgpu") is None:
-        return None, "the 'wgpu' package is not installed (pip install wgpu)"
+        return None, "the 'wgpu' package is not installed (pip install 'm2m-vector-search[wgpu]')"
     from m2m.compute.wgpu_backend import WgpuBackend, find_adapter
 
     adapter, why = find_adapter(backend_type=kind, hardware_only=hardware_only)

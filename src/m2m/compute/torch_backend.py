@@ -5,9 +5,10 @@ hot lists there); ``topk`` takes either a NumPy array or such a handle. Read-onl
 are also cached implicitly (by buffer address, shape and dtype, keeping a reference so the
 address cannot be reused); writable arrays are copied for each call, since they may change.
 
-Storage is float32 by default; float16/bfloat16 storage halves device memory and runs the
-product on the tensor cores (fp32 accumulation, scores rounded to the storage type), which
-can reorder near-ties. torch is imported only when this module is.
+Storage is float32 by default; float16/bfloat16 storage halves device memory and, on CUDA,
+runs the product on the tensor cores with the queries rounded to the storage type and float32
+accumulation and output (``torch.mm(..., out_dtype=float32)``; where that is missing the block
+is widened to float32 chunk by chunk). torch is imported only when this module is.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from m2m.compute import check_topk_args
 from m2m.errors import InvalidArgumentError, InvalidVectorError
 from m2m.types import Metric
 
-torch = require("torch", "gpu")
+torch = require("torch", "torch")
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,13 @@ class TorchBackend:
         self._cache: OrderedDict[tuple, tuple[np.ndarray, TorchBlock]] = OrderedDict()
         self._cached_bytes = 0
         self.name = f"torch-{self.device.type}"
+        self._mm_out_f32 = False  # half inputs, float32 output, in one product
+        if self.dtype != torch.float32 and self.device.type != "cpu":
+            try:
+                a = torch.ones(2, 2, dtype=self.dtype, device=self.device)
+                self._mm_out_f32 = torch.mm(a, a, out_dtype=torch.float32).dtype == torch.float32
+            except (TypeError, RuntimeError, NotImplementedError):
+                self._mm_out_f32 = False
 
     # ------------------------------------------------------------------ residency
     def upload(self, vectors: np.ndarray, *, sq_norms: np.ndarray | None = None) -> TorchBlock:
@@ -88,11 +96,11 @@ class TorchBackend:
         arr = np.asarray(vectors)
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
             raise InvalidVectorError(f"vectors must be a numeric 2-D array, got {arr.dtype} {arr.shape}")
-        x32 = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        x32 = torch.from_numpy(np.array(arr, dtype=np.float32, order="C", copy=True))
         if sq_norms is None:
             norms = (x32 * x32).sum(dim=1)
         else:
-            norms = torch.from_numpy(np.ascontiguousarray(sq_norms, dtype=np.float32))
+            norms = torch.from_numpy(np.array(sq_norms, dtype=np.float32, copy=True))
         x = x32.to(self.device, non_blocking=False).to(self.dtype)
         return TorchBlock(x, norms.to(self.device), int(arr.shape[0]), int(arr.shape[1]))
 
@@ -159,7 +167,7 @@ class TorchBackend:
         """Top-k on device tensors: ``q`` (nq, d) float32 on ``self.device``; returns (distances, indices)."""
         n = block.n
         nq = q.shape[0]
-        compute_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
+        compute_dtype = self.dtype if self._mm_out_f32 else torch.float32
         qc = q.to(compute_dtype)
         mask = None
         if valid is not None:
@@ -171,14 +179,17 @@ class TorchBackend:
             x = block.vectors[start:stop]
             if x.dtype != compute_dtype:
                 x = x.to(compute_dtype)
-            if metric is Metric.L2:
-                # keys = ||x||² - 2 q·x, smallest first (||q||² is added after the selection)
-                scores = torch.addmm(block.sq_norms[start:stop].to(compute_dtype)[None, :], qc, x.T, alpha=-2.0)
-                fill, largest = float("inf"), False
+            if compute_dtype == torch.float32:
+                if metric is Metric.L2:
+                    # keys = ||x||² - 2 q·x, smallest first (||q||² is added after the selection)
+                    scores = torch.addmm(block.sq_norms[start:stop][None, :], qc, x.T, alpha=-2.0)
+                else:
+                    scores = qc @ x.T  # largest dot first
             else:
-                scores = qc @ x.T  # largest dot first
-                fill, largest = float("-inf"), True
-            scores = scores.float()
+                scores = torch.mm(qc, x.T, out_dtype=torch.float32)
+                if metric is Metric.L2:
+                    scores.mul_(-2.0).add_(block.sq_norms[start:stop][None, :])
+            fill, largest = (float("inf"), False) if metric is Metric.L2 else (float("-inf"), True)
             if mask is not None:
                 scores.masked_fill_(mask[start:stop][None, :], fill)
             kk = min(k, stop - start)
