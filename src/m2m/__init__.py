@@ -3,6 +3,8 @@
 from m2m import errors
 from m2m.client import Client
 from m2m.collection import Collection
+from m2m.config import M2MConfig
+from m2m.engine import M2MEngine, SearchResult, create_m2m
 from m2m.results import GetResult, Hit, QueryResult
 from m2m.types import Include, Metric
 
@@ -14,8 +16,12 @@ __all__ = [
     "GetResult",
     "Hit",
     "Include",
+    "M2MConfig",
+    "M2MEngine",
     "Metric",
     "QueryResult",
+    "SearchResult",
     "__version__",
+    "create_m2m",
     "errors",
 ]
