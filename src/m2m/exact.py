@@ -29,7 +29,9 @@ def exact_search(
     """Top-``k`` ``(distances, slots)`` of search-form ``queries`` among valid live slots.
 
     ``valid`` is a mask over slots (already combined with liveness) or ``None`` for
-    every live slot. Rows are best first, padded with ``(inf, -1)``.
+    every live slot. Rows are best first, padded with ``(inf, -1)``. They are
+    ``min(k, candidates)`` wide (at least 1), so a huge ``k`` never allocates more
+    than the collection holds.
     """
     n = mirror.n_slots
     n_queries = len(queries)
@@ -38,8 +40,9 @@ def exact_search(
     if valid is None and mirror.count < n:
         valid = mirror.alive[:n]
     rows: np.ndarray | None = None
+    n_valid = n if valid is None else int(np.count_nonzero(valid))
+    k = max(1, min(k, n_valid))
     if valid is not None:
-        n_valid = int(np.count_nonzero(valid))
         if n_valid == 0:
             return (np.full((n_queries, k), np.inf, np.float32), np.full((n_queries, k), -1, np.int64))
         if n_valid < GATHER_BELOW * n:

@@ -135,6 +135,11 @@ def decode_metadata(text: str | None) -> dict[str, Any] | None:
     return None if text is None else json.loads(text)
 
 
+def fts_ready(conn: sqlite3.Connection) -> bool:
+    """Whether the full-text indexes have been built (they are kept current from then on)."""
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'fts_ready'").fetchone() is not None
+
+
 def _chunks(values: Sequence[Any], size: int = _SQL_CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -167,6 +172,7 @@ class SQLiteStore:
         self._connections_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
+        self._fts_ready = False
         with translate_sqlite_errors("opening the store"):
             self._writer = self._connect()
             self._writer.executescript(_SCHEMA)
@@ -297,7 +303,7 @@ class SQLiteStore:
             if row is None:
                 raise CollectionNotFoundError(f"collection {name!r} does not exist")
             record = self._record(row)
-            for table in self._FTS_TABLES:
+            for table in self._FTS_TABLES if fts_ready(conn) else ():
                 conn.execute(
                     f"INSERT INTO {table} ({table}, rowid, document) SELECT 'delete', rowid, document "
                     "FROM items WHERE collection_id = ? AND document IS NOT NULL",
@@ -341,15 +347,32 @@ class SQLiteStore:
         SQLiteStore.unindex_documents(conn, rowids)
         conn.executemany("DELETE FROM items WHERE rowid = ?", ((int(r),) for r in rowids))
 
-    # The full-text tables are maintained in bulk (one INSERT ... SELECT per batch);
-    # per-row triggers made ingest five times slower.
+    # The full-text tables are derived: built on the first full-text query (like
+    # LanceDB's create_fts_index, but automatic), then maintained in bulk with every
+    # write (one INSERT ... SELECT per batch; per-row triggers made ingest 5x slower).
     _FTS_TABLES = ("items_trigram", "items_words")
+
+    def ensure_full_text(self) -> None:
+        """Build both full-text indexes over every stored document, once per database."""
+        if self._fts_ready:
+            return
+        with self.transaction("building the full-text indexes") as conn:
+            if not fts_ready(conn):
+                started = time.perf_counter()
+                for table in self._FTS_TABLES:
+                    conn.execute(
+                        f"INSERT INTO {table} (rowid, document) SELECT rowid, document FROM items "
+                        "WHERE document IS NOT NULL"
+                    )
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_ready', '1')")
+                logger.info("built the full-text indexes in %.2f s", time.perf_counter() - started)
+        self._fts_ready = True
 
     @staticmethod
     def index_documents(conn: sqlite3.Connection, rowids: Sequence[int]) -> None:
         """Add the documents of these rows to both full-text indexes."""
         rowids = [int(r) for r in rowids]
-        if not rowids:
+        if not rowids or not fts_ready(conn):
             return
         contiguous = rowids[-1] - rowids[0] + 1 == len(rowids) and rowids == sorted(rowids)
         for table in SQLiteStore._FTS_TABLES:
@@ -372,6 +395,8 @@ class SQLiteStore:
     def unindex_documents(conn: sqlite3.Connection, rowids: Sequence[int]) -> None:
         """Remove the current documents of these rows from both full-text indexes."""
         rowids = [int(r) for r in rowids]
+        if not rowids or not fts_ready(conn):
+            return
         for table in SQLiteStore._FTS_TABLES:
             for chunk in _chunks(rowids):
                 marks = ",".join("?" * len(chunk))
@@ -473,6 +498,7 @@ class SQLiteStore:
 
     def rowids_containing(self, text: str) -> np.ndarray:
         """Rowids whose document contains ``text`` (case-sensitive substring)."""
+        self.ensure_full_text()
         with translate_sqlite_errors("full-text search"):
             if len(text) >= 3:
                 # GLOB is case-sensitive and, on a trigram table, answered from the index;
@@ -489,6 +515,7 @@ class SQLiteStore:
 
     def text_search(self, collection_id: int, query: str, limit: int) -> list[tuple[int, float]]:
         """Rowids ranked by BM25 over words (best first) with their scores (higher is better)."""
+        self.ensure_full_text()
         terms = [t for t in "".join(c if c.isalnum() else " " for c in query).split() if t]
         if not terms:
             return []
