@@ -10,6 +10,8 @@ without touching them; stale entries are dropped when they outnumber live ones.
 from __future__ import annotations
 
 import enum
+import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -37,42 +39,104 @@ def kind_of(value: Any) -> Kind:
 _KIND_BY_TYPE = {bool: Kind.BOOL, int: Kind.INT, float: Kind.FLOAT, str: Kind.STR}
 
 
-class _Column:
-    """Append-friendly ``(slot, generation, value)`` triples with a lazily built NumPy view."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ORDER_OPS = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}
 
-    __slots__ = ("dtype", "slots", "gens", "values", "_pending")
+
+def _exact_ints(values: list[Any]) -> list[int]:
+    """The numbers among ``values`` that equal some int64 exactly (Python's int/float equality)."""
+    out = []
+    for v in values:
+        if isinstance(v, float):
+            if not v.is_integer():  # also false for inf
+                continue
+            v = int(v)
+        if _INT64_MIN <= v <= _INT64_MAX:
+            out.append(v)
+    return out
+
+
+def _exact_floats(values: list[Any]) -> list[float]:
+    """The numbers among ``values`` that equal some float64 exactly (``2**53 + 1`` equals none)."""
+    out = []
+    for v in values:
+        if isinstance(v, int):
+            try:
+                f = float(v)
+            except OverflowError:
+                continue
+            if f != v:  # Python compares int and float exactly
+                continue
+            v = f
+        out.append(v)
+    return out
+
+
+def _ordered(column: np.ndarray, kind: Kind, op: str, value: int | float) -> np.ndarray:
+    """``column <op> value`` with Python's exact int/float ordering, without casting the column."""
+    if kind is Kind.INT and isinstance(value, float) and math.isfinite(value):
+        # for an integer x: x > v  <=> x > floor(v),  x <= v <=> x <= floor(v),
+        #                   x >= v <=> x >= ceil(v),  x < v  <=> x < ceil(v)
+        value = math.floor(value) if op in ("gt", "lte") else math.ceil(value)
+    elif kind is Kind.FLOAT and isinstance(value, int):
+        try:
+            f = float(value)
+        except OverflowError:
+            f = math.inf if value > 0 else -math.inf
+        if math.isfinite(f) and f != value:
+            # value lies strictly between two adjacent floats lo < value < hi
+            lo, hi = (math.nextafter(f, -math.inf), f) if f > value else (f, math.nextafter(f, math.inf))
+            op, f = ("gte", hi) if op in ("gt", "gte") else ("lte", lo)
+        value = f
+    return _ORDER_OPS[op](column, value)
+
+
+class _Column:
+    """Append-friendly ``(slot, generation, value)`` triples with a lazily built NumPy view.
+
+    Appends happen under the collection's write lock, but ``arrays()`` folds the pending
+    entries in lazily from concurrent *readers*, so that step takes the column's own lock
+    and publishes the three arrays together (two readers folding at once used to
+    concatenate the same entries twice and leave arrays of different lengths).
+    """
+
+    __slots__ = ("_arrays", "_lock", "_pending", "dtype")
 
     def __init__(self, dtype: type) -> None:
         self.dtype = dtype
-        self.slots = np.empty(0, dtype=np.int64)
-        self.gens = np.empty(0, dtype=np.int64)
-        self.values = np.empty(0, dtype=dtype)
+        self._arrays = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, dtype=dtype))
         self._pending: list[tuple[int, int, Any]] = []
+        self._lock = threading.Lock()
 
     def append(self, slot: int, gen: int, value: Any) -> None:
         self._pending.append((slot, gen, value))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self._pending:
-            slots, gens, values = zip(*self._pending, strict=True)
-            self.slots = np.concatenate([self.slots, np.fromiter(slots, np.int64, len(slots))])
-            self.gens = np.concatenate([self.gens, np.fromiter(gens, np.int64, len(gens))])
-            self.values = np.concatenate([self.values, np.asarray(values, dtype=self.dtype)])
-            self._pending.clear()
-        return self.slots, self.gens, self.values
+        with self._lock:
+            if self._pending:
+                slots, gens, values = zip(*self._pending, strict=True)
+                old_slots, old_gens, old_values = self._arrays
+                self._arrays = (
+                    np.concatenate([old_slots, np.fromiter(slots, np.int64, len(slots))]),
+                    np.concatenate([old_gens, np.fromiter(gens, np.int64, len(gens))]),
+                    np.concatenate([old_values, np.asarray(values, dtype=self.dtype)]),
+                )
+                self._pending = []
+            return self._arrays
 
     def __len__(self) -> int:
-        return len(self.slots) + len(self._pending)
+        return len(self._arrays[0]) + len(self._pending)
 
     def keep(self, live: np.ndarray) -> None:
         slots, gens, values = self.arrays()
-        self.slots, self.gens, self.values = slots[live], gens[live], values[live]
+        with self._lock:
+            self._arrays = (slots[live], gens[live], values[live])
 
 
 class _Key:
     """All entries of one metadata key: presence plus one column per value kind."""
 
-    __slots__ = ("presence", "columns", "codes")
+    __slots__ = ("codes", "columns", "presence")
 
     def __init__(self) -> None:
         self.presence = _Column(np.int8)
@@ -186,22 +250,15 @@ class MetadataIndex:
                 continue
             if op in ("eq", "in"):
                 if kind is Kind.INT:
-                    ints = [int(v) for v in values if float(v).is_integer()]
-                    hit = np.isin(column, np.asarray(ints, dtype=np.int64)) if ints else None
-                    if hit is None:
-                        continue
-                else:
-                    hit = np.isin(column, np.asarray(values, dtype=column.dtype))
+                    values = _exact_ints(values)
+                elif kind is Kind.FLOAT:
+                    values = _exact_floats(values)
+                if not values:
+                    continue
+                hit = np.isin(column, np.asarray(values, dtype=column.dtype))
             else:
                 (value,) = values
-                if kind is Kind.INT and isinstance(value, float):
-                    column = column.astype(np.float64)
-                hit = {
-                    "gt": np.greater,
-                    "gte": np.greater_equal,
-                    "lt": np.less,
-                    "lte": np.less_equal,
-                }[op](column, value)
+                hit = _ordered(column, kind, op, value)
             mask[slots[hit]] = True
         return mask
 

@@ -9,6 +9,7 @@ writes from other processes become visible at the next read.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -21,7 +22,6 @@ from m2m.storage.metadata_index import MetadataIndex
 from m2m.storage.sqlite_store import (
     OP_DELETE,
     SQLiteStore,
-    decode_metadata,
     decode_vector,
 )
 from m2m.types import Metric
@@ -98,8 +98,8 @@ class CollectionMirror:
         capacity = len(self.rowids)
         if need <= capacity:
             return
-        new_capacity = max(need, int(capacity * 1.5), 1024)
-        vectors = np.zeros((new_capacity, self.dim), dtype=np.float32)
+        new_capacity = max(need, 2 * capacity, 1024)
+        vectors = np.empty((new_capacity, self.dim), dtype=np.float32)
         vectors[: self.n_slots] = self.vectors[: self.n_slots]
         self.vectors = vectors
         for name, dtype, fill in (
@@ -206,6 +206,7 @@ class CollectionMirror:
             changes = SlotChanges()
             self.remove_slots(np.flatnonzero(self.alive[: self.n_slots]), changes)
             version, seq = store.state(collection_id, conn)
+            self._reserve(store.count_items(collection_id, conn))
             for rows in store.scan_items(collection_id, conn):
                 self._apply_rows(rows, changes)
             self.version, self.last_seq = version, seq
@@ -242,7 +243,7 @@ class CollectionMirror:
         rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         ids = [r[1] for r in rows]
         vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
-        metadatas = [decode_metadata(r[3]) for r in rows]
+        metadatas = json.loads("[" + ",".join(r[3] or "null" for r in rows) + "]")
         has_document = np.fromiter((bool(r[4]) for r in rows), dtype=bool, count=len(rows))
         self.put_many(rowids, ids, vectors, metadatas, has_document, changes)
 
@@ -261,4 +262,4 @@ class CollectionMirror:
         return self.vectors[slot]
 
 
-__all__ = ["CollectionMirror", "SlotChanges", "search_form", "decode_vector"]
+__all__ = ["CollectionMirror", "SlotChanges", "decode_vector", "search_form"]

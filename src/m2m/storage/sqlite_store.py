@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     collection_id INTEGER NOT NULL,
     item_rowid INTEGER NOT NULL,
+    rowid_end INTEGER NOT NULL,
     op INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS changes_by_collection ON changes (collection_id, seq);
@@ -173,6 +174,7 @@ class SQLiteStore:
         self._write_lock = threading.RLock()
         self._closed = False
         self._fts_ready = False
+        self._in_write = threading.local()  # .active: this thread is inside transaction()
         with translate_sqlite_errors("opening the store"):
             self._writer = self._connect()
             self._writer.executescript(_SCHEMA)
@@ -246,6 +248,7 @@ class SQLiteStore:
                                 f"{action}: another process held the write lock for over "
                                 f"{self.write_timeout:g} s"
                             ) from exc
+            self._in_write.active = True
             try:
                 with translate_sqlite_errors(action):
                     yield conn
@@ -255,6 +258,12 @@ class SQLiteStore:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._in_write.active = False
+
+    def _read_connection(self) -> sqlite3.Connection:
+        """The reader; or, inside this thread's write transaction, the writer (it sees its own writes)."""
+        return self._writer if getattr(self._in_write, "active", False) else self.reader
 
     # -- collections -------------------------------------------------------------------
 
@@ -353,20 +362,31 @@ class SQLiteStore:
     _FTS_TABLES = ("items_trigram", "items_words")
 
     def ensure_full_text(self) -> None:
-        """Build both full-text indexes over every stored document, once per database."""
+        """Build both full-text indexes over every stored document, once per database.
+
+        Called inside this thread's write transaction (``delete(where_document=...)``), the
+        build joins that transaction (a nested ``BEGIN`` would fail) and commits with it.
+        """
         if self._fts_ready:
             return
+        if getattr(self._in_write, "active", False):
+            if not fts_ready(self._writer):
+                self._build_full_text(self._writer)
+            return  # ready once that transaction commits; a later call sees it
         with self.transaction("building the full-text indexes") as conn:
             if not fts_ready(conn):
-                started = time.perf_counter()
-                for table in self._FTS_TABLES:
-                    conn.execute(
-                        f"INSERT INTO {table} (rowid, document) SELECT rowid, document FROM items "
-                        "WHERE document IS NOT NULL"
-                    )
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_ready', '1')")
-                logger.info("built the full-text indexes in %.2f s", time.perf_counter() - started)
+                self._build_full_text(conn)
         self._fts_ready = True
+
+    def _build_full_text(self, conn: sqlite3.Connection) -> None:
+        started = time.perf_counter()
+        for table in self._FTS_TABLES:
+            conn.execute(
+                f"INSERT INTO {table} (rowid, document) SELECT rowid, document FROM items "
+                "WHERE document IS NOT NULL"
+            )
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_ready', '1')")
+        logger.info("built the full-text indexes in %.2f s", time.perf_counter() - started)
 
     @staticmethod
     def index_documents(conn: sqlite3.Connection, rowids: Sequence[int]) -> None:
@@ -408,9 +428,16 @@ class SQLiteStore:
 
     @staticmethod
     def log_changes(conn: sqlite3.Connection, collection_id: int, rowids: Sequence[int], op: int) -> None:
+        """Append one change row per run of consecutive rowids (a bulk add is one row)."""
+        ordered = np.unique(np.asarray(rowids, dtype=np.int64))
+        if ordered.size == 0:
+            return
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        starts = ordered[np.concatenate(([0], breaks))]
+        ends = ordered[np.concatenate((breaks - 1, [ordered.size - 1]))]
         conn.executemany(
-            "INSERT INTO changes (collection_id, item_rowid, op) VALUES (?, ?, ?)",
-            ((collection_id, int(r), op) for r in rowids),
+            "INSERT INTO changes (collection_id, item_rowid, rowid_end, op) VALUES (?, ?, ?, ?)",
+            ((collection_id, int(a), int(b), op) for a, b in zip(starts, ends, strict=True)),
         )
 
     @staticmethod
@@ -449,10 +476,16 @@ class SQLiteStore:
     ) -> list[tuple[int, int, int]]:
         """``(seq, rowid, op)`` changes of one collection after ``seq``, in order."""
         conn = conn or self.reader
-        return conn.execute(
-            "SELECT seq, item_rowid, op FROM changes WHERE collection_id = ? AND seq > ? ORDER BY seq",
+        rows = conn.execute(
+            "SELECT seq, item_rowid, rowid_end, op FROM changes WHERE collection_id = ? AND seq > ? "
+            "ORDER BY seq",
             (collection_id, seq),
         ).fetchall()
+        return [(seq_, rowid, op) for seq_, first, last, op in rows for rowid in range(first, last + 1)]
+
+    def count_items(self, collection_id: int, conn: sqlite3.Connection | None = None) -> int:
+        conn = conn or self.reader
+        return conn.execute("SELECT COUNT(*) FROM items WHERE collection_id = ?", (collection_id,)).fetchone()[0]
 
     def scan_items(
         self, collection_id: int, conn: sqlite3.Connection | None = None, batch: int = 20_000
@@ -460,7 +493,9 @@ class SQLiteStore:
         """Every item of a collection as ``(rowid, id, vector, metadata, has_document)``, by rowid."""
         conn = conn or self.reader
         cursor = conn.execute(
-            "SELECT rowid, id, vector, metadata, document IS NOT NULL FROM items "
+            # NOT INDEXED: walk the table in rowid order instead of the (collection, id)
+            # index plus a sort of every row (3x faster on reopen).
+            "SELECT rowid, id, vector, metadata, document IS NOT NULL FROM items NOT INDEXED "
             "WHERE collection_id = ? ORDER BY rowid",
             (collection_id,),
         )
@@ -487,28 +522,37 @@ class SQLiteStore:
         columns = ["rowid", "vector" if vectors else "NULL", "metadata" if metadatas else "NULL",
                    "document" if documents else "NULL"]
         out: dict[int, tuple] = {}
+        conn = self.reader
+        own_transaction = not conn.in_transaction  # one snapshot for every chunk
         with translate_sqlite_errors("reading items"):
-            for chunk in _chunks([int(r) for r in rowids]):
-                marks = ",".join("?" * len(chunk))
-                for rowid, vec, meta, doc in self.reader.execute(
-                    f"SELECT {', '.join(columns)} FROM items WHERE rowid IN ({marks})", chunk
-                ):
-                    out[rowid] = (vec, decode_metadata(meta) if meta is not None else None, doc)
+            if own_transaction:
+                conn.execute("BEGIN")
+            try:
+                for chunk in _chunks([int(r) for r in rowids]):
+                    marks = ",".join("?" * len(chunk))
+                    for rowid, vec, meta, doc in conn.execute(
+                        f"SELECT {', '.join(columns)} FROM items WHERE rowid IN ({marks})", chunk
+                    ):
+                        out[rowid] = (vec, decode_metadata(meta) if meta is not None else None, doc)
+            finally:
+                if own_transaction:
+                    conn.execute("COMMIT")
         return out
 
     def rowids_containing(self, text: str) -> np.ndarray:
         """Rowids whose document contains ``text`` (case-sensitive substring)."""
         self.ensure_full_text()
+        conn = self._read_connection()
         with translate_sqlite_errors("full-text search"):
             if len(text) >= 3:
                 # GLOB is case-sensitive and, on a trigram table, answered from the index;
                 # detail=none keeps that index 40% cheaper to build than a phrase index.
                 pattern = "*" + "".join(f"[{c}]" if c in "*?[" else c for c in text) + "*"
-                rows = self.reader.execute(
+                rows = conn.execute(
                     "SELECT rowid FROM items_trigram WHERE document GLOB ?", (pattern,)
                 ).fetchall()
             else:
-                rows = self.reader.execute(
+                rows = conn.execute(
                     "SELECT rowid FROM items WHERE document IS NOT NULL AND instr(document, ?) > 0", (text,)
                 ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
