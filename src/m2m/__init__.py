@@ -10,11 +10,23 @@ from m2m.types import Include, Metric
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """Remote clients load httpx / grpcio only when first asked for."""
+    if name in ("HttpClient", "GrpcClient"):
+        from m2m import clients
+
+        return getattr(clients, name)
+    raise AttributeError(f"module 'm2m' has no attribute {name!r}")
+
+
 __all__ = [
     "Client",
     "Collection",
     "GetResult",
+    "GrpcClient",
     "Hit",
+    "HttpClient",
     "Include",
     "M2MConfig",
     "M2MEngine",

@@ -73,6 +73,7 @@ class IndexManager:
         self._building: threading.Thread | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._closed = False
+        self._stopping = False
         self._build_error: BaseException | None = None
         self.last_build_seconds: float | None = None
 
@@ -126,7 +127,7 @@ class IndexManager:
         return self._mirror.rowids[slots].copy(), self._mirror.vectors[slots].copy(), self._mirror.version
 
     def _maybe_build(self, force: bool = False) -> None:
-        if self._building is not None or self._closed:
+        if self._building is not None or self._closed or self._stopping:
             return
         if not force and (self.index is not None or self._mirror.count < self.settings.threshold):
             return
@@ -241,9 +242,16 @@ class IndexManager:
                 return
         self._save()
 
+    def stop(self) -> None:
+        """Start no new builds and wait for a running one. Call WITHOUT the collection's lock."""
+        self._stopping = True
+        try:
+            self.wait()
+        except Exception:  # already logged by the build thread; closing goes on
+            logger.warning("the background index build had failed; closing without it")
+
     def close(self) -> None:
-        """Stop background work and save the index."""
-        self.wait()
+        """Save the index and stop following writes. Call under the write lock, after stop()."""
         self._save_quietly()
         self._closed = True
 
