@@ -26,7 +26,9 @@ SMALL = HRM2Params(n_coarse=4, n_fine=4, calib_queries=32)
 
 
 def _client(path: Path, threshold: int = 10**9, background: bool = False) -> m2m.Client:
-    return m2m.Client(path, index_settings=IndexSettings(threshold=threshold, params=SMALL, background=background))
+    return m2m.Client(
+        path, index_settings=IndexSettings(threshold=threshold, params=SMALL, background=background)
+    )
 
 
 def _brute(collection: m2m.Collection, queries: np.ndarray, k: int) -> list[list[str]]:
@@ -225,3 +227,35 @@ def test_delete_collection_removes_index_files(tmp_path: Path) -> None:
     assert any((tmp_path / "indexes").iterdir())
     client.delete_collection("c")
     assert not any((tmp_path / "indexes").iterdir())
+
+
+def test_tiered_serving_after_reopen_matches_the_in_ram_index(tmp_path: Path) -> None:
+    from m2m.memory import TierConfig
+
+    x = clustered_vectors(3000, 16, seed=1)
+    queries = clustered_vectors(20, 16, seed=2)
+    client = _client(tmp_path)
+    col = client.create_collection("c", dim=16)
+    col.add([f"i{i}" for i in range(3000)], x)
+    col.create_index()
+    expected = col.query(queries, n_results=10, n_probe=4, include=["distances"])
+    client.close()
+    warm = int(x.nbytes * 0.1)  # a warm budget of 10% of the vector bytes
+    settings = IndexSettings(threshold=10**9, params=SMALL, background=False, tiers=TierConfig(warm_bytes=warm))
+    client = m2m.Client(tmp_path, index_settings=settings)
+    col = client.get_collection("c")
+    stats = col.index_stats()
+    assert stats["tiers"] is not None  # served from disk
+    got = col.query(queries, n_results=10, n_probe=4, include=["distances"])
+    assert got["ids"] == expected["ids"]
+    np.testing.assert_allclose(got["distances"], expected["distances"], rtol=1e-6, atol=1e-6)
+    tiers = col.index_stats()["tiers"]
+    assert tiers["warm"]["peak_bytes"] <= warm
+    assert tiers["warm"]["hits"] + tiers["warm"]["misses"] > 0
+    col.add(["new"], queries[:1])  # the first write loads the index into RAM and goes on
+    assert col.index_stats()["tiers"] is None
+    assert col.query(queries[:1], n_results=1, n_probe=4, include=[])["ids"] == [["new"]]
+    client.close()
+    client = m2m.Client(tmp_path, index_settings=settings)
+    assert client.get_collection("c").index_stats()["tiers"] is not None  # saved again on close
+    client.close()

@@ -34,6 +34,7 @@ import numpy as np
 from m2m._rwlock import RWLock
 from m2m.errors import IndexCorruptError
 from m2m.index.hrm2 import HRM2Index, HRM2Params
+from m2m.memory import TierConfig, TieredHRM2, write_tier_directory
 from m2m.storage.mirror import CollectionMirror, SlotChanges
 from m2m.storage.sqlite_store import OP_DELETE, SQLiteStore
 
@@ -49,6 +50,7 @@ class IndexSettings:
     threshold: int = 20_000  # build automatically once a collection holds this many items
     params: HRM2Params = field(default_factory=HRM2Params)
     background: bool = True  # build and retrain in a background thread
+    tiers: TierConfig | None = None  # serve the saved index from disk through RAM/GPU tiers
 
 
 class IndexManager:
@@ -70,6 +72,7 @@ class IndexManager:
         self._lock = lock
         self.settings = settings
         self.index: HRM2Index | None = None
+        self.tiered: TieredHRM2 | None = None  # read-only serving from disk until the first write
         self._building: threading.Thread | None = None
         self._pending: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._closed = False
@@ -88,6 +91,8 @@ class IndexManager:
             return
         try:
             state = json.loads(state_path.read_text())
+            if self._open_tiered(state):
+                return
             index, version = HRM2Index.load(index_dir)
             if version != state["version"] or index.dim != self._mirror.dim:
                 raise IndexCorruptError("index files and state.json disagree")
@@ -102,6 +107,47 @@ class IndexManager:
                 return
             self._catch_up(index, state["seq"])
         self.index = index
+        if self.settings.tiers is not None:  # tier files missing or stale: write them, then serve from them
+            self._save()
+            if self._open_tiered({"version": self._mirror.version}):
+                self.index = None
+
+    def _open_tiered(self, state: dict) -> bool:
+        """Serve an up-to-date saved index through the tiers instead of loading it into RAM."""
+        if self.settings.tiers is None or state.get("version") != self._mirror.version:
+            return False
+        try:
+            tiered = TieredHRM2.open(self.directory / "tiers", self.settings.tiers)
+        except (IndexCorruptError, OSError) as exc:
+            logger.warning("tier files unusable (%s); loading the index into RAM", exc)
+            return False
+        if tiered.state_version != state["version"]:
+            tiered.close()
+            return False
+        self.tiered = tiered
+        return True
+
+    def _leave_tiered(self) -> None:
+        """The first write after opening loads the index into RAM (the tiers are read-only)."""
+        if self.tiered is None:
+            return
+        self.index, _ = HRM2Index.load(self.directory / "hrm2")
+        self.tiered.close()
+        self.tiered = None
+
+    @property
+    def searcher(self) -> HRM2Index | TieredHRM2 | None:
+        """What queries search: the tiered view while read-only, else the in-RAM index."""
+        return self.tiered if self.tiered is not None else self.index
+
+    def stats(self) -> dict | None:
+        """Index statistics (``None`` without an index); ``tiers`` while served from disk."""
+        if self.tiered is not None:
+            routing = self.tiered.index
+            return {"n_coarse": routing.n_coarse, "n_fine_total": routing.n_lists, "tiers": self.tiered.stats()}
+        if self.index is None:
+            return None
+        return {**self.index.stats(), "tiers": None}
 
     def _catch_up(self, index: HRM2Index, seq: int) -> None:
         final: dict[int, int] = {}
@@ -147,6 +193,7 @@ class IndexManager:
     def build_now(self, params: HRM2Params | None = None) -> HRM2Index:
         """Train a new index from the current items and install it. Call under the write lock."""
         self.wait()
+        self._leave_tiered()
         rowids, vectors, version = self._snapshot()
         index = self._train(rowids, vectors, params)
         self._install(index, version, replay=False)
@@ -202,6 +249,7 @@ class IndexManager:
 
     def on_changes(self, changes: SlotChanges) -> None:
         """Apply written and freed items to the index. Call under the write lock."""
+        self._leave_tiered()
         removed = np.asarray(changes.freed_rowids, dtype=np.int64)
         written_slots = [s for s in changes.written if self._mirror.alive[s]]
         written = self._mirror.rowids[written_slots] if written_slots else np.empty(0, np.int64)
@@ -225,6 +273,8 @@ class IndexManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         version, seq = self._mirror.version, self._mirror.last_seq
         self.index.save(self.directory / "hrm2", version)
+        if self.settings.tiers is not None:
+            write_tier_directory(self.index, self.directory / "tiers", state_version=version)
         tmp = self.directory / (STATE_FILE + ".tmp")
         with open(tmp, "w") as fh:
             json.dump({"version": version, "seq": seq}, fh)
@@ -253,6 +303,9 @@ class IndexManager:
     def close(self) -> None:
         """Save the index and stop following writes. Call under the write lock, after stop()."""
         self._save_quietly()
+        if self.tiered is not None:
+            self.tiered.close()
+            self.tiered = None
         self._closed = True
 
     def _save_quietly(self) -> None:
