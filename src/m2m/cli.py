@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from m2m.edge.export import add_export_edge_command
 from m2m.errors import M2MError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_parser = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.add_arguments(cmd_parser)
         cmd_parser.set_defaults(handler=cmd.handler)
+    add_export_edge_command(sub)
     return parser
 
 
