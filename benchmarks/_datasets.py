@@ -16,7 +16,9 @@ import numpy as np
 
 # $M2M_WORDNET, else the shared/ folder beside the repository (where CI puts it).
 WORDNET = Path(
-    os.environ.get("M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm")
+    os.environ.get(
+        "M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm"
+    )
 )
 CACHE = Path(os.environ.get("M2M_BENCH_CACHE", Path.home() / ".cache" / "m2m-bench"))
 

@@ -30,7 +30,14 @@ sys.path.insert(0, str(ROOT / "src"))
 import m2m  # noqa: E402
 from m2m.index_manager import IndexSettings  # noqa: E402
 
-WORDNET = Path(os.environ.get("M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm")) / "base.f16.npy"
+WORDNET = (
+    Path(
+        os.environ.get(
+            "M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm"
+        )
+    )
+    / "base.f16.npy"
+)
 
 MODES = {
     "plain": {},

@@ -25,7 +25,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm"))
+DATA = Path(
+    os.environ.get(
+        "M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm"
+    )
+)
 N_PROBES = (16, 32, 64, None, 256)  # None = the snapshot's calibrated default
 THREAD_VARS = (
     "OMP_NUM_THREADS",

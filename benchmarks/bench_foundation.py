@@ -43,7 +43,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import m2m  # noqa: E402
 
-DATA = Path(os.environ.get("M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm"))
+DATA = Path(
+    os.environ.get(
+        "M2M_WORDNET", Path(__file__).resolve().parents[1].parent / "shared/datasets/wordnet-minilm"
+    )
+)
 RESULTS = ROOT / "benchmarks" / "results"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 K = 10

@@ -10,6 +10,7 @@ import pytest
 
 import m2m
 
+
 def _find_wordnet() -> Path:
     """The shared dataset: $M2M_WORDNET, else ``shared/`` beside the repository (as in CI)."""
     if "M2M_WORDNET" in os.environ:

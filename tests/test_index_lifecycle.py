@@ -6,6 +6,7 @@ does without an index.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -18,9 +19,9 @@ import numpy as np
 import pytest
 
 import m2m
+from conftest import clustered_vectors
 from m2m.index.hrm2 import HRM2Params
 from m2m.index_manager import IndexSettings
-from tests.conftest import clustered_vectors
 
 SMALL = HRM2Params(n_coarse=4, n_fine=4, calib_queries=32)
 
@@ -207,7 +208,7 @@ def test_progressive_query_refines_to_the_exact_answer(tmp_path: Path) -> None:
     q = clustered_vectors(1, 16, seed=3)
     levels = list(col.query_progressive(q, n_results=5, n_probe=_all_lists(col), include=["distances"]))
     assert [level.lod for level in levels] == [0, 1, 2]
-    assert all(a.elapsed <= b.elapsed for a, b in zip(levels, levels[1:], strict=False))
+    assert all(a.elapsed <= b.elapsed for a, b in itertools.pairwise(levels))
     assert levels[-1].result["ids"][0] == _brute(col, q, 5)[0]
 
 
@@ -241,7 +242,9 @@ def test_tiered_serving_after_reopen_matches_the_in_ram_index(tmp_path: Path) ->
     expected = col.query(queries, n_results=10, n_probe=4, include=["distances"])
     client.close()
     warm = int(x.nbytes * 0.1)  # a warm budget of 10% of the vector bytes
-    settings = IndexSettings(threshold=10**9, params=SMALL, background=False, tiers=TierConfig(warm_bytes=warm))
+    settings = IndexSettings(
+        threshold=10**9, params=SMALL, background=False, tiers=TierConfig(warm_bytes=warm)
+    )
     client = m2m.Client(tmp_path, index_settings=settings)
     col = client.get_collection("c")
     stats = col.index_stats()

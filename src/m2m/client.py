@@ -77,7 +77,9 @@ class Client:
         metadata = check.metadata(metadata)
         record = self._store.create_collection(name, dim, metric, metadata)
         with self._lock:
-            collection = self._collections[name] = Collection(self._store, record, embedding_function, self.index_settings)
+            collection = self._collections[name] = Collection(
+                self._store, record, embedding_function, self.index_settings
+            )
         return collection
 
     def get_collection(self, name: str, *, embedding_function: EmbeddingFunction | None = None) -> Collection:
@@ -87,7 +89,9 @@ class Client:
         with self._lock:
             collection = self._collections.get(name)
             if collection is None or collection._record.uuid != record.uuid:
-                collection = self._collections[name] = Collection(self._store, record, embedding_function, self.index_settings)
+                collection = self._collections[name] = Collection(
+                    self._store, record, embedding_function, self.index_settings
+                )
             elif embedding_function is not None:
                 collection.embedding_function = embedding_function
         return collection
@@ -109,7 +113,9 @@ class Client:
             collection = self.get_collection(name, embedding_function=embedding_function)
         except CollectionNotFoundError:
             if dim is None:
-                raise InvalidArgumentError(f"collection {name!r} does not exist; give dim to create it") from None
+                raise InvalidArgumentError(
+                    f"collection {name!r} does not exist; give dim to create it"
+                ) from None
             return self.create_collection(
                 name, dim, metric or "cosine", metadata, embedding_function=embedding_function
             )

@@ -97,7 +97,9 @@ class IndexManager:
             if version != state["version"] or index.dim != self._mirror.dim:
                 raise IndexCorruptError("index files and state.json disagree")
         except (IndexCorruptError, OSError, ValueError, KeyError) as exc:
-            logger.warning("index for collection #%d is unreadable (%s); rebuilding", self._collection_id, exc)
+            logger.warning(
+                "index for collection #%d is unreadable (%s); rebuilding", self._collection_id, exc
+            )
             self._maybe_build(force=self._mirror.count > 0)
             return
         if version != self._mirror.version:
@@ -144,7 +146,11 @@ class IndexManager:
         """Index statistics (``None`` without an index); ``tiers`` while served from disk."""
         if self.tiered is not None:
             routing = self.tiered.index
-            return {"n_coarse": routing.n_coarse, "n_fine_total": routing.n_lists, "tiers": self.tiered.stats()}
+            return {
+                "n_coarse": routing.n_coarse,
+                "n_fine_total": routing.n_lists,
+                "tiers": self.tiered.stats(),
+            }
         if self.index is None:
             return None
         return {**self.index.stats(), "tiers": None}

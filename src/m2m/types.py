@@ -47,12 +47,12 @@ class Include(str, enum.Enum):
                 item = cls(value)
             except ValueError:
                 names = ", ".join(sorted(i.value for i in allowed))
-                raise InvalidArgumentError(
-                    f"unknown include field {value!r}; choose from {names}"
-                ) from None
+                raise InvalidArgumentError(f"unknown include field {value!r}; choose from {names}") from None
             if item not in allowed:
                 names = ", ".join(sorted(i.value for i in allowed))
-                raise InvalidArgumentError(f"include field {item.value!r} is not valid here; choose from {names}")
+                raise InvalidArgumentError(
+                    f"include field {item.value!r} is not valid here; choose from {names}"
+                )
             out.add(item)
         return frozenset(out)
 

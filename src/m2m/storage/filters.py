@@ -73,7 +73,9 @@ def validate_where(where: Any) -> dict[str, Any] | None:
 
 def _validate_comparison(field: str, op: Any, operand: Any) -> None:
     if op not in _COMPARISONS:
-        raise InvalidFilterError(f"unknown operator {op!r} for field {field!r}; use one of {sorted(_COMPARISONS)}")
+        raise InvalidFilterError(
+            f"unknown operator {op!r} for field {field!r}; use one of {sorted(_COMPARISONS)}"
+        )
     if op in ("$in", "$nin"):
         if not isinstance(operand, list) or not operand:
             raise InvalidFilterError(f"{op} on {field!r} takes a non-empty list")
@@ -132,7 +134,9 @@ def validate_where_document(where_document: Any) -> dict[str, Any] | None:
         for sub in value:
             validate_where_document(sub)
     else:
-        raise InvalidFilterError(f"unknown where_document operator {op!r}; use $contains, $not_contains, $and, $or")
+        raise InvalidFilterError(
+            f"unknown where_document operator {op!r}; use $contains, $not_contains, $and, $or"
+        )
     return where_document
 
 

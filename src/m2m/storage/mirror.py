@@ -200,7 +200,9 @@ class CollectionMirror:
 
     # -- following SQLite -------------------------------------------------------------------
 
-    def load(self, store: SQLiteStore, collection_id: int, conn: sqlite3.Connection | None = None) -> SlotChanges:
+    def load(
+        self, store: SQLiteStore, collection_id: int, conn: sqlite3.Connection | None = None
+    ) -> SlotChanges:
         """Reload everything from SQLite (first open, or the change log was trimmed)."""
         with _snapshot(store, conn) as conn:
             changes = SlotChanges()
@@ -230,7 +232,11 @@ class CollectionMirror:
             final_op: dict[int, int] = {}
             for _, rowid, op in store.changes_since(collection_id, self.last_seq, conn):
                 final_op[rowid] = op
-            deleted = [self.slot_of_rowid[r] for r, op in final_op.items() if op == OP_DELETE and r in self.slot_of_rowid]
+            deleted = [
+                self.slot_of_rowid[r]
+                for r, op in final_op.items()
+                if op == OP_DELETE and r in self.slot_of_rowid
+            ]
             self.remove_slots(np.asarray(deleted, dtype=np.int64), changes)
             put = [r for r, op in final_op.items() if op != OP_DELETE]
             self._apply_rows(store.items_by_rowid(put, conn), changes)

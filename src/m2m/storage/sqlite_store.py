@@ -453,7 +453,9 @@ class SQLiteStore:
             floor = top - CHANGE_LOG_KEEP
             if floor > 0:
                 conn.execute("DELETE FROM changes WHERE seq <= ?", (floor,))
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('changes_floor', ?)", (str(floor),))
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('changes_floor', ?)", (str(floor),)
+                )
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -485,7 +487,9 @@ class SQLiteStore:
 
     def count_items(self, collection_id: int, conn: sqlite3.Connection | None = None) -> int:
         conn = conn or self.reader
-        return conn.execute("SELECT COUNT(*) FROM items WHERE collection_id = ?", (collection_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT COUNT(*) FROM items WHERE collection_id = ?", (collection_id,)
+        ).fetchone()[0]
 
     def scan_items(
         self, collection_id: int, conn: sqlite3.Connection | None = None, batch: int = 20_000
@@ -519,8 +523,12 @@ class SQLiteStore:
         self, rowids: Sequence[int], *, vectors: bool, metadatas: bool, documents: bool
     ) -> dict[int, tuple]:
         """``rowid -> (vector bytes, metadata dict, document)`` for the fields asked for."""
-        columns = ["rowid", "vector" if vectors else "NULL", "metadata" if metadatas else "NULL",
-                   "document" if documents else "NULL"]
+        columns = [
+            "rowid",
+            "vector" if vectors else "NULL",
+            "metadata" if metadatas else "NULL",
+            "document" if documents else "NULL",
+        ]
         out: dict[int, tuple] = {}
         conn = self.reader
         own_transaction = not conn.in_transaction  # one snapshot for every chunk

@@ -79,7 +79,9 @@ def _to_numpy(embeddings: Any) -> np.ndarray:
         raise InvalidVectorError(f"embeddings must be numeric and rectangular: {exc}") from None
 
 
-def embeddings(values: Any, dim: int, *, n_expected: int | None = None, name: str = "embeddings") -> np.ndarray:
+def embeddings(
+    values: Any, dim: int, *, n_expected: int | None = None, name: str = "embeddings"
+) -> np.ndarray:
     """A C-contiguous ``(n, dim)`` float32 array with only finite values."""
     if values is None:
         raise InvalidArgumentError(f"{name} is required")
@@ -131,7 +133,9 @@ def metadata(value: Any) -> Metadata | None:
     out: Metadata = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key or key.startswith("$"):
-            raise InvalidMetadataError(f"metadata keys must be non-empty strings not starting with '$': {key!r}")
+            raise InvalidMetadataError(
+                f"metadata keys must be non-empty strings not starting with '$': {key!r}"
+            )
         out[key] = _metadata_value(key, item)
     return out
 
