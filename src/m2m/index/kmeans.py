@@ -66,16 +66,24 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndar
 
 
 def _update(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of each cluster (sorted segment sums) and cluster sizes."""
-    order = np.argsort(labels, kind="stable")
+    """Mean of each cluster and cluster sizes.
+
+    Sums are one float32 matrix product with a one-hot matrix (chunked over clusters), which
+    is far faster in NumPy than scatter-adds or sorting the rows.
+    """
+    n = x.shape[0]
     counts = np.bincount(labels, minlength=k)
-    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
-    nonempty = np.flatnonzero(counts)
-    if nonempty.size:
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[nonempty]
-        sums[nonempty] = np.add.reduceat(x[order].astype(np.float64, copy=False), starts, axis=0)
-    means = np.zeros_like(sums, dtype=np.float32)
-    means[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
+    sums = np.empty((k, x.shape[1]), dtype=np.float32)
+    step = max(1, (32 << 20) // (4 * n))
+    for c0 in range(0, k, step):
+        c1 = min(k, c0 + step)
+        onehot = np.zeros((c1 - c0, n), dtype=np.float32)
+        inside = (labels >= c0) & (labels < c1)
+        onehot[labels[inside] - c0, np.flatnonzero(inside)] = 1.0
+        sums[c0:c1] = onehot @ x
+    means = np.zeros_like(sums)
+    nonempty = counts > 0
+    means[nonempty] = sums[nonempty] / counts[nonempty, None]
     return means, counts
 
 
