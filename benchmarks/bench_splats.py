@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import m2m  # noqa: E402
 from _datasets import load_wordnet_minilm  # noqa: E402
+
+import m2m  # noqa: E402
 from m2m.index_manager import IndexSettings  # noqa: E402
 
 
@@ -92,7 +93,7 @@ def bench_ranking(col, data, args, out) -> None:
         reset_usage(col)
         t0 = time.perf_counter()
         n_feedback = 0
-        for rnd in range(args.rounds):
+        for _rnd in range(args.rounds):
             for lo in range(0, len(q_train), 100):
                 res = col.query(q_train[lo : lo + 100], n_results=10, splat_lambda=lam, include=[])
                 ids = [i for r in res["ids"] for i in r]

@@ -196,7 +196,7 @@ def test_unavailable_accelerator_falls_back_to_cpu_with_one_warning(make_engine,
     assert caught == []
 
 
-def test_statistics_report_counts_memory_and_missing_splat_layer(make_engine):
+def test_statistics_report_counts_memory_and_splats(make_engine):
     eng = make_engine()
     eng.add_splats(clustered_vectors(300, 16))
     stats = eng.get_statistics()
@@ -206,7 +206,8 @@ def test_statistics_report_counts_memory_and_missing_splat_layer(make_engine):
     assert (
         stats["memory"]["rss_bytes"] > 0 and stats["memory"]["peak_rss_bytes"] >= stats["memory"]["rss_bytes"]
     )
-    assert isinstance(stats["splats"], str) and stats["splats"].startswith("unavailable")
+    assert stats["splats"]["n_items"] == 300 and stats["splats"]["n_clusters"] >= 1
+    assert stats["criticality"]["threshold"] == eng.config.soc_threshold
     assert stats["config"] == eng.config.to_dict()
 
 

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from m2m._rwlock import RWLock
+from m2m.edge.export import export_edge
 from m2m.errors import IdAlreadyExistsError, InvalidArgumentError, ItemNotFoundError
 from m2m.exact import exact_search
 from m2m.index.hrm2 import HRM2Params
 from m2m.index_manager import IndexManager, IndexSettings
 from m2m.results import GetResult, QueryResult
+from m2m.splats.collection_api import SplatCollectionMixin
 from m2m.storage import validation as check
 from m2m.storage.filters import (
     evaluate_where,
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _UNSET: Any = object()
+_ROW_FIELDS = frozenset({Include.EMBEDDINGS, Include.METADATAS, Include.DOCUMENTS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +94,7 @@ class ProgressiveResult:
     result: QueryResult
 
 
-class Collection:
+class Collection(SplatCollectionMixin):
     """A named set of items of one dimension and metric. Thread-safe."""
 
     def __init__(
@@ -236,7 +241,9 @@ class Collection:
                     )
                     if docs is not None:
                         self._store.index_documents(conn, inserted_rowids)
-                existing_rowids = np.asarray([self._mirror.rowids[slots[i]] for i in existing], dtype=np.int64)
+                existing_rowids = np.asarray(
+                    [self._mirror.rowids[slots[i]] for i in existing], dtype=np.int64
+                )
                 if existing:
                     columns, getters = [], []
                     if vectors is not None:
@@ -262,7 +269,9 @@ class Collection:
                         )
                     if docs is not None:
                         self._store.index_documents(conn, existing_rowids)
-                self._store.log_changes(conn, self._record.id, np.concatenate([inserted_rowids, existing_rowids]), OP_PUT)
+                self._store.log_changes(
+                    conn, self._record.id, np.concatenate([inserted_rowids, existing_rowids]), OP_PUT
+                )
                 self._store.trim_change_log(conn)
                 version = self._store.bump_version(conn, self._record.id)
                 seq = self._store.state(self._record.id, conn)[1]
@@ -294,11 +303,17 @@ class Collection:
         mirror.version, mirror.last_seq = version, seq
         self._on_changes(changes)
 
-    def delete(self, ids: str | Sequence[str] | None = None, where: dict | None = None,
-               where_document: dict | None = None) -> int:
+    def delete(
+        self,
+        ids: str | Sequence[str] | None = None,
+        where: dict | None = None,
+        where_document: dict | None = None,
+    ) -> int:
         """Delete items by id and/or filter (both must match when both are given); returns how many."""
         if ids is None and where is None and where_document is None:
-            raise InvalidArgumentError("delete needs ids, where or where_document (where={} deletes everything)")
+            raise InvalidArgumentError(
+                "delete needs ids, where or where_document (where={} deletes everything)"
+            )
         id_list = check.ids(ids, allow_empty=True) if ids is not None else None
         where = validate_where(where)
         where_document = validate_where_document(where_document)
@@ -313,7 +328,9 @@ class Collection:
                     if mask is not None:
                         slots = slots[mask[slots]]
                 else:
-                    slots = np.flatnonzero(mask if mask is not None else self._mirror.alive[: self._mirror.n_slots])
+                    slots = np.flatnonzero(
+                        mask if mask is not None else self._mirror.alive[: self._mirror.n_slots]
+                    )
                 if len(slots) == 0:
                     return 0
                 rowids = self._mirror.rowids[slots].copy()
@@ -337,18 +354,26 @@ class Collection:
         """Derived structures (the index) follow written and freed items; under the write lock."""
         if changes:
             self._indexer.on_changes(changes)
+            self._splats_on_changes(changes)
 
     # -- reads -----------------------------------------------------------------------------------
 
     def _catch_up(self) -> None:
-        """Bring the mirror up to date with commits from other connections, cheaply."""
+        """Bring the mirror up to date with commits from other connections, cheaply.
+
+        ``PRAGMA data_version`` tells whether anything was committed since this thread
+        last looked; the collection's version tells whether it concerns this collection
+        and is not yet in the mirror. Only then is the write lock taken, so reads do not
+        queue behind a slow query after every write.
+        """
         data_version = self._store.data_version()
         if getattr(self._seen_data_version, "value", None) == data_version:
             return
-        with self._lock.write():
-            changes = self._mirror.sync(self._store, self._record.id)
-            if changes is not None:
-                self._on_changes(changes)
+        if self._store.state(self._record.id)[0] != self._mirror.version:
+            with self._lock.write():
+                changes = self._mirror.sync(self._store, self._record.id)
+                if changes is not None:
+                    self._on_changes(changes)
         self._seen_data_version.value = data_version
 
     def _filter_mask(self, where: dict | None, where_document: dict | None) -> np.ndarray | None:
@@ -405,6 +430,9 @@ class Collection:
         mirror = self._mirror
         rowids = mirror.rowids[slots]
         rows = self._fetch(rowids, fields)
+        if len(rows) < len(rowids) and fields & _ROW_FIELDS:  # deleted by another process since catch-up
+            present = np.fromiter((int(r) in rows for r in rowids), dtype=bool, count=len(rowids))
+            slots, rowids = slots[present], rowids[present]
         result = GetResult(ids=[mirror.ids[s] for s in slots])
         result["embeddings"] = (
             [decode_vector(rows[r][0]).copy() for r in rowids] if Include.EMBEDDINGS in fields else None
@@ -423,8 +451,7 @@ class Collection:
             metadatas=Include.METADATAS in fields,
             documents=Include.DOCUMENTS in fields,
         )
-        missing = (None, None, None)
-        return {int(r): rows.get(int(r), missing) for r in rowids}
+        return rows  # rows deleted since the mirror caught up are absent
 
     def peek(self, limit: int = 10) -> GetResult:
         """The first ``limit`` items."""
@@ -442,6 +469,7 @@ class Collection:
         n_probe: int | None = None,
         lod: int = 2,
         target_recall: float | None = None,
+        splat_lambda: float = 0.0,
     ) -> QueryResult:
         """The ``n_results`` nearest items to each query, best first.
 
@@ -453,6 +481,9 @@ class Collection:
         ``target_recall`` by the build-time calibration); ``lod`` 0 answers from cluster
         summaries, 1 from compressed codes, 2 (default) re-ranks exactly. Without an
         index the search is exact and these are ignored.
+
+        ``include=["energy"]`` adds each hit's splat energy. ``splat_lambda`` λ ≠ 0 re-ranks
+        4·n_results candidates by ``similarity + λ·log α`` (docs/splats.md, "Collections").
         """
         queries = self._queries(query_embeddings, query_texts)
         k = check.positive_int(n_results, "n_results")
@@ -460,11 +491,18 @@ class Collection:
         where_document = validate_where_document(where_document)
         fields = Include.parse_many(include, allowed=QUERY_INCLUDE_ALLOWED)
         search = _SearchOptions.parse(n_probe, lod, target_recall)
+        splat_lambda = self._splat_check_lambda(splat_lambda)
         self._catch_up()
         with self._lock.read():
             mask = self._filter_mask(where, where_document)
-            distances, slots = self._search(queries, k, mask, search)
-            return self._assemble_query(distances, slots, fields)
+            distances, slots = self._search(queries, self._splat_fetch_k(k, splat_lambda), mask, search)
+            if splat_lambda:
+                distances, slots = self._splat_rerank(distances, slots, k, splat_lambda)
+            self._splats_record_hits(slots)
+            result = self._assemble_query(distances, slots, fields)
+            if Include.ENERGY in fields:
+                self._splat_query_energies(result)
+            return result
 
     def query_progressive(
         self,
@@ -494,10 +532,12 @@ class Collection:
         started = time.perf_counter()
         with self._lock.read():
             mask = self._filter_mask(where, where_document)
-            index = self._indexer.index
+            index = self._indexer.searcher
             if index is None:
                 distances, slots = exact_search(self._mirror, queries, k, mask)
-                yield ProgressiveResult(2, time.perf_counter() - started, self._assemble_query(distances, slots, fields))
+                yield ProgressiveResult(
+                    2, time.perf_counter() - started, self._assemble_query(distances, slots, fields)
+                )
                 return
             levels = index.search_progressive(
                 queries[0],
@@ -530,8 +570,16 @@ class Collection:
         """Statistics of the HRM2 index, or ``None`` while the collection is searched exactly."""
         self._catch_up()
         with self._lock.read():
-            index = self._indexer.index
-            return None if index is None else index.stats()
+            return self._indexer.stats()
+
+    def export_edge(
+        self,
+        directory: str | os.PathLike[str],
+        quantization: str | None = "int8",
+        include_metadata: bool = False,
+    ) -> Path:
+        """Write a read-only snapshot that :class:`m2m.edge.EdgeRouter` serves with NumPy alone."""
+        return export_edge(self, directory, quantization, include_metadata)
 
     def wait_for_index(self, timeout: float | None = None) -> None:
         """Block until a background index build or retrain has finished."""
@@ -551,9 +599,10 @@ class Collection:
     def _search(
         self, queries: np.ndarray, k: int, mask: np.ndarray | None, options: _SearchOptions
     ) -> tuple[np.ndarray, np.ndarray]:
-        index = self._indexer.index
+        index = self._indexer.searcher
         if index is None or options.exact:
             return exact_search(self._mirror, queries, k, mask)
+        k = max(1, min(k, self._mirror.count))  # a huge n_results never allocates beyond the data
         distances, rowids = index.search(
             queries,
             k,
@@ -564,11 +613,17 @@ class Collection:
         )
         return distances, self._indexer.to_slots(rowids)
 
-    def _assemble_query(self, distances: np.ndarray, slots: np.ndarray, fields: frozenset[Include]) -> QueryResult:
+    def _assemble_query(
+        self, distances: np.ndarray, slots: np.ndarray, fields: frozenset[Include]
+    ) -> QueryResult:
         mirror = self._mirror
         keep = slots >= 0
         flat_rowids = mirror.rowids[slots[keep]]
         rows = self._fetch(flat_rowids, fields)
+        if len(rows) < len(flat_rowids) and fields & _ROW_FIELDS:  # deleted by another process since catch-up
+            keep[keep] = np.fromiter(
+                (int(r) in rows for r in flat_rowids), dtype=bool, count=len(flat_rowids)
+            )
         result = QueryResult(ids=[], distances=None, metadatas=None, documents=None, embeddings=None)
         columns: dict[str, list] = {"ids": []}
         for name, field in (
@@ -625,21 +680,23 @@ class Collection:
                 scores.append(-score)
                 if len(slots) == k:
                     break
-            distances = np.full((1, k), np.inf, dtype=np.float32)
-            out = np.full((1, k), -1, dtype=np.int64)
+            width = max(1, len(slots))  # never allocate n_results columns up front
+            distances = np.full((1, width), np.inf, dtype=np.float32)
+            out = np.full((1, width), -1, dtype=np.int64)
             distances[0, : len(slots)] = scores
             out[0, : len(slots)] = slots
             return self._assemble_query(distances, out, fields)
 
     def _close(self) -> None:
         """Finish background work and save the index; the client closes the database."""
+        self._indexer.stop()  # joins a background build, which needs the lock: not held here
         with self._lock.write():
             self._indexer.close()
 
     def _drop(self) -> None:
         """The collection was deleted: remove its derived files."""
+        self._indexer.stop()
         with self._lock.write():
-            self._indexer.wait()
             self._indexer.drop()
 
     def modify(self, metadata: dict[str, Any] | None = _UNSET) -> None:
@@ -648,4 +705,3 @@ class Collection:
             metadata = check.metadata(metadata)
             self._store.set_collection_metadata(self._record.id, metadata)
             self._record = self._store.get_collection(self.name)
-

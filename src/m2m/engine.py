@@ -338,15 +338,17 @@ class M2MEngine:
     def splat_params(self, ids: list[str]) -> dict[str, np.ndarray]:
         """α and κ of items by id: ``{"alpha", "kappa", "splat"}`` arrays aligned with ``ids``.
 
-        Collections do not store per-item splat parameters yet, so: α is the splat
-        default 1 (no usage recorded), κ is the concentration of the vMF splat fitted to
-        the item's cluster (``fitted_splats``), ``splat`` that cluster's index. When the
-        collection provides ``splat_params`` itself, its values are returned instead.
+        From the collection's splat layer (``Collection.splat_params``): α from usage and
+        feedback (1 for an item never returned or rated), κ the item's cluster κ scaled by
+        feedback, ``splat`` the cluster's index. Without a splat layer: α = 1 and κ of the
+        item's cluster in ``fitted_splats``.
         Unknown ids raise :class:`~m2m.errors.ItemNotFoundError`.
         """
         own = getattr(self.collection, "splat_params", None)
-        if own is not None:
-            return own(ids)
+        if own is not None:  # the collection's splat layer: α from usage, κ per item
+            id_list = [ids] if isinstance(ids, str) else list(ids)
+            alpha, kappa = own(id_list)
+            return {"alpha": alpha, "kappa": kappa, "splat": self.collection.splat_clusters(id_list)}
         from m2m.datalake.export import item_alpha
         from m2m.errors import ItemNotFoundError
 
@@ -408,8 +410,14 @@ class M2MEngine:
         memory["mirror_vector_bytes_live"] = int(count * collection.dim * 4)
         memory["mirror_vector_bytes_allocated"] = int(mirror.vectors.nbytes)
         memory["index_bytes"] = None if index is None else index.get("bytes")
-        splat_stats = getattr(collection, "splat_statistics", None)
-        unavailable = "unavailable: the splat layer is not wired into collections yet"
+        splats = collection.splat_statistics()
+        # The avalanche scan queries every item's neighbours: computed here only for small
+        # collections, otherwise the last one computed (collection.criticality()) is reported.
+        criticality = (
+            collection.criticality(self.config.soc_threshold)
+            if count <= CRITICALITY_INLINE_MAX
+            else splats.get("criticality")
+        )
         return {
             "n_splats": count,
             "max_splats": self.config.max_splats,
@@ -428,10 +436,14 @@ class M2MEngine:
             "index": index,
             "memory": memory,
             "enable_3_tier_memory": self.config.enable_3_tier_memory,
-            "splats": splat_stats() if splat_stats is not None else unavailable,
-            "criticality": (collection.criticality() if hasattr(collection, "criticality") else unavailable),
+            "splats": splats,
+            "criticality": criticality,
+            "tiers": None if index is None else index.get("tiers"),
             "config": self.config.to_dict(),
         }
+
+
+CRITICALITY_INLINE_MAX = 20_000
 
 
 def _decimal(item_id: Any) -> int:

@@ -8,24 +8,24 @@ float32 blobs in one SQLite scan (``source="store"``), instead of paging through
 ``_record``, ``_lock``); the public replacement proposed to the lead is
 ``Collection.export_vectors(source=...) -> (ids, vectors)`` plus ``Collection.version``.
 
-``mixture_from_collection`` builds the splat mixture the data lake samples from until the
-splat layer is wired into collections: one vMF splat per HRM2 fine list (or per k-means
-cluster when the collection has no index yet), α = the list's share of the items.
+``mixture_from_collection`` (from ``m2m.splats.layer``) builds the splat mixture the data
+lake samples from: one vMF splat per HRM2 fine list (or per k-means cluster when the
+collection has no index yet), α = the list's share of the items.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from m2m._optional import require
 from m2m.errors import InvalidArgumentError
+from m2m.splats.layer import FittedSplats, mixture_from_collection
 from m2m.storage.mirror import search_form
 from m2m.types import Metric
 
@@ -145,8 +145,8 @@ def _scan_store(collection: Any, metadata: bool, documents: bool) -> VectorSnaps
 def item_alpha(collection: Any, ids: list[str]) -> np.ndarray:
     """Per-item splat amplitude α used by importance sampling.
 
-    Collections do not record usage yet, so every item has the splat default α = 1;
-    when the splat layer provides ``collection.splat_alpha(ids)`` it is used instead.
+    ``collection.splat_alpha(ids)`` (decayed hits and feedback, see docs/splats.md) when the
+    collection has the splat layer, else the splat default α = 1.
     """
     getter = getattr(collection, "splat_alpha", None)
     if getter is not None:
@@ -158,165 +158,8 @@ def item_alpha(collection: Any, ids: list[str]) -> np.ndarray:
 
 
 # -- the splat mixture ------------------------------------------------------------------------------
-
-
-@dataclass
-class FittedSplats:
-    """A vMF mixture fitted to a snapshot: ``labels[i]`` is item i's splat, ``counts[c]`` its size."""
-
-    mixture: Any  # m2m.splats.energy.SplatMixture
-    labels: np.ndarray
-    counts: np.ndarray
-    source: str  # "hrm2" (the index's fine lists) or "kmeans"
-    version: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def kappa_of_items(self) -> np.ndarray:
-        """κ of the splat each snapshot item belongs to."""
-        return self.mixture.kappa[self.labels]
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
-
-
-def _index_labels(collection: Any, snapshot: VectorSnapshot) -> tuple[np.ndarray, int] | None:
-    """Fine list of every snapshot item from the collection's HRM2 index (private attributes)."""
-    index = collection._indexer.index
-    if index is None:
-        return None
-    from m2m.index.kmeans import assign
-
-    with collection._lock.read():
-        n_rows = index._n_rows
-        rowids = index._slots[:n_rows].copy()
-        lists = index._list[:n_rows].copy()
-        fine = index._fine.copy()
-    live = rowids >= 0
-    rowids, lists = rowids[live], lists[live]
-    order = np.argsort(rowids)
-    rowids, lists = rowids[order], lists[order]
-    labels = np.full(len(snapshot), -1, dtype=np.int64)
-    found = np.zeros(len(snapshot), dtype=bool)
-    if len(rowids):
-        pos = np.minimum(np.searchsorted(rowids, snapshot.rowids), len(rowids) - 1)
-        found = rowids[pos] == snapshot.rowids
-        labels[found] = lists[pos[found]]
-    missing = np.flatnonzero(~found)
-    if missing.size:  # written after the index snapshot we copied: nearest fine centroid
-        labels[missing] = assign(search_form(snapshot.vectors[missing], snapshot.metric), fine)
-    return labels, fine.shape[0]
-
-
-def _group_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-label row sums ``(k, d)`` (float64) and counts ``(k,)``; one sort, one reduceat."""
-    counts = np.bincount(labels, minlength=k)
-    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
-    present = np.flatnonzero(counts)
-    if present.size:
-        order = np.argsort(labels, kind="stable")
-        offsets = np.concatenate(([0], np.cumsum(counts[present])[:-1]))
-        sums[present] = np.add.reduceat(x[order], offsets, axis=0)
-    return sums, counts
-
-
-def _kmeans_labels(
-    x: np.ndarray, seed: int, max_components: int | None, iters: int = 10
-) -> tuple[np.ndarray, int]:
-    """Spherical k-means (cosine) of unit rows with ``round(sqrt(N))`` clusters.
-
-    Trained on a sample of 40 rows per cluster: seeds are distinct random rows; each
-    Lloyd step assigns by the largest ``x·c`` and re-centres on the normalised mean; an
-    empty cluster is re-seeded with the row worst served by its centroid. Then every row
-    is assigned once.
-    """
-    n = x.shape[0]
-    k = max(1, round(math.sqrt(n)))
-    if max_components is not None:
-        k = min(k, max_components)
-    k = min(k, n)
-    rng = np.random.default_rng(seed)
-    centroids = x[rng.choice(n, size=k, replace=False)].copy()
-    full = x
-    if n > 40 * k:  # train on 40 rows per cluster, then assign everything once
-        x = x[rng.choice(n, size=40 * k, replace=False)]
-        n = x.shape[0]
-    labels = np.zeros(n, dtype=np.int64)
-    for it in range(iters + 1):
-        if it == iters:  # the last pass labels every row
-            x, n = full, full.shape[0]
-            labels = np.zeros(n, dtype=np.int64)
-        sims = np.empty(n, dtype=np.float32)
-        for lo in range(0, n, 8192):
-            block = x[lo : lo + 8192] @ centroids.T
-            labels[lo : lo + 8192] = np.argmax(block, axis=1)
-            sims[lo : lo + 8192] = block[np.arange(block.shape[0]), labels[lo : lo + 8192]]
-        if it == iters:
-            break
-        sums, counts = _group_sums(x, labels, k)
-        norms = np.linalg.norm(sums, axis=1)
-        ok = norms > 0
-        centroids[ok] = (sums[ok] / norms[ok, None]).astype(np.float32)
-        empty = np.flatnonzero(counts == 0)
-        if empty.size:
-            worst = np.argsort(sims)[: empty.size]
-            centroids[empty] = x[worst]
-    return labels, k
-
-
-def mixture_from_collection(
-    collection: Any,
-    *,
-    snapshot: VectorSnapshot | None = None,
-    seed: int = 0,
-    max_components: int | None = None,
-) -> FittedSplats:
-    """One vMF splat per cluster of the stored vectors' directions.
-
-    Clusters are the HRM2 index's fine lists when the collection has an index, else a
-    k-means with ``round(sqrt(N))`` clusters (``max_components`` caps it). Per cluster:
-    μ = mean direction, α = share of items, κ from the mean resultant length R̄ corrected
-    for its small-sample bias (``E[R̄²] = A² + (1 − A²)/n``, so ``A² ≈ (n R̄² − 1)/(n − 1)``);
-    a single-item cluster, whose R̄ = 1 carries no information about spread, gets the
-    median κ of the others. Without the correction every singleton would have κ = 10⁶
-    and look like the densest point of the collection.
-    """
-    from m2m.splats.energy import SplatMixture
-    from m2m.splats.vmf import estimate_kappa
-
-    snap = snapshot if snapshot is not None else export_vectors(collection)
-    if len(snap) == 0:
-        raise InvalidArgumentError(
-            f"collection {collection.name!r} is empty; add items before fitting splats"
-        )
-    x = _unit(snap.vectors)
-    found = None if max_components is not None else _index_labels(collection, snap)
-    source = "hrm2"
-    if found is None:
-        found = _kmeans_labels(x, seed, max_components)
-        source = "kmeans"
-    labels, n_groups = found
-    sums_all, counts = _group_sums(x, labels, n_groups)
-    starts = np.flatnonzero(counts)  # the groups present
-    sums = sums_all[starts]
-    n = counts[starts].astype(np.float64)
-    norms = np.linalg.norm(sums, axis=1)
-    rbar = np.clip(norms / n, 0.0, 1.0)
-    mu = sums / np.where(norms > 0, norms, 1.0)[:, None]
-    d = x.shape[1]
-    multi = n >= 2
-    kappa = np.empty(len(n))
-    if np.any(multi):
-        a2 = np.clip((n[multi] * rbar[multi] ** 2 - 1.0) / (n[multi] - 1.0), 0.0, 1.0 - 1e-12)
-        kappa[multi] = np.asarray(estimate_kappa(d, np.sqrt(a2)), dtype=np.float64).reshape(-1)
-        kappa[~multi] = float(np.median(kappa[multi]))
-    else:  # every cluster holds one item: no spread information at all
-        kappa[:] = 0.0
-    remap = np.full(n_groups, -1, dtype=np.int64)
-    remap[starts] = np.arange(len(starts))
-    mixture = SplatMixture(mu, kappa, n / n.sum())
-    return FittedSplats(mixture, remap[labels], counts[starts], source, snap.version)
+# Fitting lives in the splat layer (m2m.splats.layer); FittedSplats and mixture_from_collection
+# are re-exported from here for the data lake.
 
 
 def mixture_energy(mixture: Any, x: np.ndarray, *, chunk: int = 4096) -> np.ndarray:
