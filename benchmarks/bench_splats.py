@@ -270,6 +270,15 @@ def main() -> None:
         "machine": f"{platform.machine()}, {platform.processor() or '?'}, python {platform.python_version()}",
         "command": " ".join(sys.argv),
     }
+    needs_collection = {"ranking", "energy", "soc"} - set(args.skip)
+    if needs_collection:
+        _run_collection_parts(data, args, out)
+    if "generation" not in args.skip:
+        bench_generation(data, args, out)
+    _write(args, out)
+
+
+def _run_collection_parts(data, args, out) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         client = m2m.Client(tmp, index_settings=IndexSettings(threshold=10**9, background=False))
         col = client.create_collection("wn", dim=data.base.shape[1])
@@ -290,8 +299,9 @@ def main() -> None:
         if "soc" not in args.skip:
             bench_soc(col, out)
         client.close()
-    if "generation" not in args.skip:
-        bench_generation(data, args, out)
+
+
+def _write(args, out) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.skip and args.out.exists():  # a partial run updates the sections it ran
         previous = json.loads(args.out.read_text())

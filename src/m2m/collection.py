@@ -691,6 +691,7 @@ class Collection(SplatCollectionMixin):
         """Finish background work and save the index; the client closes the database."""
         self._indexer.stop()  # joins a background build, which needs the lock: not held here
         with self._lock.write():
+            self._splats_close()
             self._indexer.close()
 
     def _drop(self) -> None:

@@ -38,7 +38,6 @@ from m2m.types import Metric
 _CREATE_LOCK = threading.Lock()
 RERANK_FACTOR = 4  # splat-aware ranking re-ranks this many times n_results candidates
 DEFAULT_SOC_THRESHOLD = 0.8
-MERGED_KEY = "_m2m_merged"  # name under which consolidate(dedupe=True) records merged ids
 
 
 @dataclass(frozen=True)
@@ -483,7 +482,7 @@ class SplatCollectionMixin:
 
         ``dedupe=True`` also deletes the other members (one ``delete`` transaction) and
         records their ids under the representative (``merged_ids(rep)``), in the splat
-        files (key ``_m2m_merged`` of ``state.json``'s ``merged`` map).
+        files (``state.json``, map ``merged``: representative id → merged ids), not in metadata.
         """
         t = float(threshold)
         if not 0.0 < t <= 1.0:
