@@ -198,6 +198,8 @@ class Service:
         return out
 
     def stats(self) -> dict[str, Any]:
+        # Read the in-flight gauges first: counting items may wait behind a running write.
+        in_flight = {t: self.metrics.in_flight(t) for t in ("rest", "grpc")}
         return {
             "version": __version__,
             "uptime_seconds": time.time() - self.started,
@@ -206,5 +208,5 @@ class Service:
                 for c in self.list_collections()
             ],
             "requests": self.metrics.total_requests(),
-            "in_flight": {t: self.metrics.in_flight(t) for t in ("rest", "grpc")},
+            "in_flight": in_flight,
         }
