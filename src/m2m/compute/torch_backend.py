@@ -14,7 +14,6 @@ is widened to float32 chunk by chunk). torch is imported only when this module i
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from m2m._optional import require
 from m2m.compute import check_topk_args
+from m2m.compute.upload_cache import UploadCache
 from m2m.errors import InvalidArgumentError, InvalidVectorError
 from m2m.types import Metric
 
@@ -79,8 +79,7 @@ class TorchBackend:
         self.dtype = _DTYPES[dtype]
         self.max_score_elements = int(max_score_elements)
         self.cache_bytes = int(cache_bytes)
-        self._cache: OrderedDict[tuple, tuple[np.ndarray, TorchBlock]] = OrderedDict()
-        self._cached_bytes = 0
+        self._cache: UploadCache[TorchBlock] = UploadCache(self.cache_bytes)
         self.name = f"torch-{self.device.type}"
         self._mm_out_f32 = False  # half inputs, float32 output, in one product
         if self.dtype != torch.float32 and self.device.type != "cpu":
@@ -107,26 +106,11 @@ class TorchBackend:
     def _block_for(self, vectors: np.ndarray | TorchBlock, sq_norms: np.ndarray | None) -> TorchBlock:
         if isinstance(vectors, TorchBlock):
             return vectors
-        arr = np.asarray(vectors)
-        if arr.flags.writeable or self.cache_bytes <= 0:
-            return self.upload(arr, sq_norms=sq_norms)
-        key = (arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str, sq_norms is None)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit[1]
-        block = self.upload(arr, sq_norms=sq_norms)
-        self._cache[key] = (arr, block)
-        self._cached_bytes += block.nbytes
-        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
-            _, (_, old) = self._cache.popitem(last=False)
-            self._cached_bytes -= old.nbytes
-        return block
+        return self._cache.get(np.asarray(vectors), sq_norms, lambda a, n: self.upload(a, sq_norms=n))
 
     def clear_cache(self) -> None:
         """Drop implicitly cached device copies."""
         self._cache.clear()
-        self._cached_bytes = 0
 
     # ------------------------------------------------------------------ search
     def topk(

@@ -19,7 +19,6 @@ needed; arithmetic stays float32). wgpu is imported only when this module is.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 
 from m2m._optional import require
 from m2m.compute import check_topk_args
+from m2m.compute.upload_cache import UploadCache
 from m2m.errors import InvalidArgumentError, InvalidVectorError
 from m2m.types import Metric
 
@@ -228,8 +228,7 @@ class WgpuBackend:
             self.max_binding = min(self.max_binding, int(max_chunk_bytes))
         self.target_workgroups = int(target_workgroups)
         self.cache_bytes = int(cache_bytes)
-        self._cache: OrderedDict[tuple, tuple[np.ndarray, WgpuBlock]] = OrderedDict()
-        self._cached_bytes = 0
+        self._cache: UploadCache[WgpuBlock] = UploadCache(self.cache_bytes)
         self._pipelines: dict[str, Any] = {}
         self._dummy = self._buffer(np.zeros(4, dtype=np.uint32), _BUF.STORAGE)
         self.name = f"wgpu-{self.adapter_info.get('backend_type', '?')}".lower()
@@ -294,26 +293,11 @@ class WgpuBackend:
     def _block_for(self, vectors: np.ndarray | WgpuBlock, sq_norms: np.ndarray | None) -> WgpuBlock:
         if isinstance(vectors, WgpuBlock):
             return vectors
-        arr = np.asarray(vectors)
-        if arr.flags.writeable or self.cache_bytes <= 0:
-            return self.upload(arr, sq_norms=sq_norms)
-        key = (arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str, sq_norms is None)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit[1]
-        block = self.upload(arr, sq_norms=sq_norms)
-        self._cache[key] = (arr, block)
-        self._cached_bytes += block.nbytes
-        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
-            _, (_, old) = self._cache.popitem(last=False)
-            self._cached_bytes -= old.nbytes
-        return block
+        return self._cache.get(np.asarray(vectors), sq_norms, lambda a, n: self.upload(a, sq_norms=n))
 
     def clear_cache(self) -> None:
         """Drop implicitly cached device copies."""
         self._cache.clear()
-        self._cached_bytes = 0
 
     # ------------------------------------------------------------------ search
     def topk(
