@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch first, pinned to the CPU build, so nothing pulls gigabytes of CUDA packages.
 TORCH := torch==2.13.0
-TEST_EXTRAS := dev,embeddings,bench,langchain,llamaindex,server,client,datalake,wgpu
+TEST_EXTRAS := dev,fast,embeddings,bench,langchain,llamaindex,server,client,datalake,wgpu
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
 .PHONY: demo test lint bench clean vulkan
@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[embeddings]'
+	$(BIN)/pip install -q -e '.[embeddings,fast]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml requirements-test.txt | $(BIN)/python

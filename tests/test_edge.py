@@ -271,9 +271,9 @@ def test_export_builds_missing_index_and_rejects_empty(tmp_path):
         assert list(res.ids) == ref["ids"][0]
         # re-exporting another shape into the same folder leaves no stale files behind
         export_edge(col, tmp_path / "e1", quantization="int8")
-        assert (tmp_path / "e1" / "code_scale.npy").exists()
+        assert (tmp_path / "e1" / "vec_scale.npy").exists()
         export_edge(col, tmp_path / "e1", quantization=None)
-        assert not (tmp_path / "e1" / "code_scale.npy").exists()
+        assert not (tmp_path / "e1" / "vec_scale.npy").exists()
         assert EdgeRouter(tmp_path / "e1").quantization == "float32"
         export_edge(col, tmp_path / "e1", quantization="int8")
         assert EdgeRouter(tmp_path / "e1").quantization == "int8"

@@ -11,7 +11,7 @@ import pytest
 
 from m2m.compute.numpy_backend import NumpyBackend
 from m2m.errors import DimensionMismatchError, IndexCorruptError, InvalidArgumentError, InvalidVectorError
-from m2m.index import HRM2Index, HRM2Params, _search
+from m2m.index import HRM2Index, HRM2Params, _kernels, _search
 from m2m.types import Metric
 
 BF = NumpyBackend()
@@ -427,15 +427,15 @@ def test_unfiltered_search_never_returns_fewer_than_k():
         assert (s1 >= 0).sum() == big and len(set(s1.tolist())) == big
 
 
+@pytest.mark.parametrize("codec", ["sq8", "pca8", "pca"])
 @pytest.mark.parametrize("metric", list(Metric), ids=lambda m: m.value)
-def test_sq8_codec_paths(tmp_path: Path, metric):
-    """The int8 codec: exact at full probe, exact over probed lists with a deep re-rank,
-    recall floor, LOD 1 close to exact, save/load round trip."""
+def test_codec_paths(tmp_path: Path, metric, codec):
+    """Each codec: exact at full probe, recall floor, LOD 1 close to exact, save/load round trip."""
     x, _ = clustered(n=3000, seed=21)
     x = prep(x, metric)
     slots = np.arange(3000) + 5
-    ix = HRM2Index.build(x, slots, metric, HRM2Params(codec="sq8", calib_queries=32))
-    assert ix.stats()["codec"] == "sq8"
+    ix = HRM2Index.build(x, slots, metric, HRM2Params(codec=codec, calib_queries=32))
+    assert ix.stats()["codec"] == codec
     q = queries_near(x, 20, 22, metric)
     _td, ts = bf(x, slots, q, metric)
     np.testing.assert_array_equal(ix.search(q, K, n_probe=ix.n_lists)[1], ts)
@@ -443,21 +443,70 @@ def test_sq8_codec_paths(tmp_path: Path, metric):
     assert recall(s, ts) >= 0.9
     _, s1 = ix.search(q, K, n_probe=max(1, ix.n_lists // 8), lod=1)
     assert recall(s1, s) >= 0.8  # int8 codes rank almost like the exact vectors
-    ix.save(tmp_path / "sq8", 3)
-    ix2, v = HRM2Index.load(tmp_path / "sq8")
+    ix.save(tmp_path / codec, 3)
+    ix2, v = HRM2Index.load(tmp_path / codec)
     assert v == 3
     np.testing.assert_array_equal(ix2.search(q, K)[1], ix.search(q, K)[1])
 
 
-def test_auto_codec_picks_sq8_for_isotropic_data():
+@pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "numpy"])
+def test_auto_codec_picks_sq8_for_isotropic_data(monkeypatch, compiled):
     """Unit vectors with no dominant directions: d/3 PCA axes keep too little, auto picks SQ8."""
+    if compiled and not _kernels.available():
+        pytest.skip("numba (the 'fast' extra) is not installed")
+    if not compiled:
+        monkeypatch.setattr(_kernels, "available", lambda: False)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4000, 96)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ix = HRM2Index.build(x, np.arange(4000), Metric.COSINE, HRM2Params(calib_queries=16))
     st = ix.stats()
-    assert st["codec"] == "sq8" and st["codec_check"]["sq8"] > st["codec_check"]["pca"]
-    data, _ = clustered(n=3000, d=96, n_clusters=10, seed=4, spread=0.05)  # low-rank: PCA suffices
+    pca = "pca8" if compiled else "pca"  # the int8 form when the kernel can scan it
+    assert st["codec"] == "sq8" and st["codec_check"]["sq8"] > st["codec_check"][pca]
+    # a decaying spectrum: the top d/3 axes hold nearly everything, so the PCA codec is kept
+    x = rng.standard_normal((4000, 96)).astype(np.float32) * np.exp(-np.arange(96) / 10).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ix2 = HRM2Index.build(x, np.arange(4000), Metric.COSINE, HRM2Params(calib_queries=16))
+    assert ix2.stats()["codec"] == pca and ix2.stats()["codec_check"][pca] >= 0.98
+    # well-separated low-rank clusters: float PCA keeps the candidates, but int8 steps over a
+    # range spanning all clusters are too coarse inside one, so with the kernel auto takes SQ8
+    data, _ = clustered(n=3000, d=96, n_clusters=10, seed=4, spread=0.05)
     data = prep(data, Metric.COSINE)
-    ix2 = HRM2Index.build(data, np.arange(3000), Metric.COSINE, HRM2Params(calib_queries=16))
-    assert ix2.stats()["codec"] == "pca"
+    ix3 = HRM2Index.build(data, np.arange(3000), Metric.COSINE, HRM2Params(calib_queries=16))
+    st3 = ix3.stats()
+    if pca == "pca":
+        assert st3["codec"] == "pca" and st3["codec_check"]["pca"] >= 0.98
+    else:
+        assert st3["codec"] == "sq8" and st3["codec_check"]["sq8"] > st3["codec_check"]["pca8"] + 0.005
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="numba (the 'fast' extra) is not installed")
+@pytest.mark.parametrize("codec", ["sq8", "pca8"])
+@pytest.mark.parametrize("metric", list(Metric), ids=lambda m: m.value)
+def test_compiled_scan_equals_numpy_scan(monkeypatch, metric, codec):
+    """The compiled int8 scan returns what the NumPy scan of the same codes returns: plain,
+    after removals (inf biases), with overflow rows from adds, and with a filter mask."""
+    x, _ = clustered(n=4000, seed=31)
+    x = prep(x, metric)
+    slots = np.arange(4000)
+    ix = HRM2Index.build(x[:3500], slots[:3500], metric, HRM2Params(codec=codec, calib_queries=16))
+    ix.remove(slots[:200:3])
+    ix.add(slots[3500:], x[3500:])  # overflow rows, scanned with their lists
+    assert ix._n_rows > ix._n_main
+    q = queries_near(x, 12, 32, metric)
+    allowed = np.zeros(4000, dtype=bool)
+    allowed[::3] = True
+    runs = []
+    for use_kernel in (True, False):
+        if not use_kernel:
+            monkeypatch.setattr(_kernels, "available", lambda: False)
+        out = []
+        for i in range(q.shape[0]):
+            for lod in (1, 2):
+                out.append(ix.search(q[i], K, n_probe=6, lod=lod))
+                out.append(ix.search(q[i], K, n_probe=6, lod=lod, allowed=allowed))
+        runs.append(out)
+    for (d_c, s_c), (d_n, s_n) in zip(*runs, strict=True):
+        np.testing.assert_allclose(d_c, d_n, rtol=1e-4, atol=1e-4)
+        assert (s_c == s_n).mean() >= 0.9  # equal up to near-ties in float rounding
+        assert not np.isin(s_c, slots[:200:3]).any()

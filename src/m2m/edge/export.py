@@ -45,6 +45,8 @@ _ALL_FILES = (
     "route_bias",
     "codec_a",
     "codec_b",
+    "codec_c",
+    "codec_d",
     "offsets",
     "codes",
     "code_lo",
@@ -220,8 +222,7 @@ def export_edge(
         "fine_table": snap["fine_table"],
         "route": snap["route"],
         "route_bias": snap["route_bias"],
-        "codec_a": snap["codec_arrays"]["codec_a"],
-        "codec_b": snap["codec_arrays"]["codec_b"],
+        **snap["codec_arrays"],
         "offsets": np.concatenate(
             ([0], np.cumsum(np.bincount(snap["lists"], minlength=snap["n_lists"])))
         ).astype(np.int64),

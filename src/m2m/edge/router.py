@@ -142,15 +142,19 @@ class EdgeRouter:
         need(bool((self._sizes >= 0).all()), "offsets decrease")
         need(self._fine_table.shape[0] == self._coarse.shape[0], "fine table rows")
         need(bool(((self._fine_table >= 0) & (self._fine_table <= nl)).all()), "fine table entries")
-        if self._codec == "pca":
+        if self._codec in ("pca", "pca8"):
             self._cmean, self._caxes = codec_a, codec_b
             need(self._caxes.shape[0] == d, "PCA axes")
+            if self._codec == "pca8":  # int8 PCA coordinates: x ≈ mu + V (lo + scale (c + 128))
+                self._cscale = small("codec_d")
+                self._cshift = small("codec_c") + np.float32(128.0) * self._cscale
+                need(self._cscale.shape == (self._caxes.shape[1],), "PCA8 scale")
         elif self._codec == "sq8":
             self._clo, self._cscale = codec_a, codec_b
             self._cshift = self._clo + np.float32(128.0) * self._cscale
         else:
             need(False, f"unknown LOD 1 codec {self._codec!r}")
-        rdim = self._caxes.shape[1] if (self._route_qv and self._codec == "pca") else d
+        rdim = self._caxes.shape[1] if (self._route_qv and self._codec != "sq8") else d
         need(self._route_ext.shape[1] == rdim, "routing matrix width")
 
         self._vecs = np.asarray(a["vectors"])
@@ -347,6 +351,9 @@ class EdgeRouter:
         """LOD 1 query form: ``q·x ≈ const + qv·code``."""
         if self._codec == "pca":
             return q @ self._caxes, float(q @ self._cmean)
+        if self._codec == "pca8":
+            p = q @ self._caxes
+            return p * self._cscale, float(q @ self._cmean) + float(p @ self._cshift)
         return q * self._cscale, float(q @ self._cshift)
 
     def _route_lists(self, q: np.ndarray, rq: np.ndarray, n_probe: int) -> np.ndarray:

@@ -16,7 +16,8 @@ Files (``quantization`` float32 | int8; see docs/edge.md):
 ``route``           (n_lists + 1, r) float32 routing matrix (fine centroids, in the LOD 1
                     code space when the codec is a projection; the last row is a dummy)
 ``route_bias``      (n_lists + 1,) float32 (``||c||²`` for l2/cosine, 0 for ip; inf dummy)
-``codec_a/_b``      the LOD 1 codec's arrays (PCA: mean, axes; SQ8: lo, scale)
+``codec_a/_b``      the LOD 1 codec's arrays (PCA: mean, axes; SQ8: lo, scale; PCA8: mean,
+``codec_c/_d``      axes, then lo, scale of the int8 PCA coordinates)
 ``offsets``         (n_lists + 1,) int64: rows of list j are ``offsets[j]:offsets[j+1]``
 ``codes``           (n, code_dim) LOD 1 codes, cluster-contiguous: the index's own (float32
                     snapshots); int8 snapshots quantise PCA codes per dimension

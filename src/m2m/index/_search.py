@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from m2m.errors import DimensionMismatchError, InvalidArgumentError, InvalidVectorError
+from m2m.index import _kernels
 from m2m.index._batch import _const_batch, _finish, route_batch, search_batch
 from m2m.index._layout import ROUTE_FLAT_CELLS, coarse_probe, pad_results
 
@@ -99,36 +100,47 @@ def route_one(ix, q: np.ndarray, qv: np.ndarray, n_probe: int) -> np.ndarray:
     return np.arange(n)
 
 
-def _gather(ix, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and float32 codes of the probed lists: two concatenations of per-list views
-    (block copies), plus the overflow rows of those lists when there are any."""
-    ids = lists.tolist()
-    rb, cb = ix._row_blocks, ix._code_blocks
-    rows = np.concatenate([rb[j] for j in ids]) if ids else np.empty(0, np.int64)
-    codes = (
-        np.concatenate([cb[j] for j in ids]) if ids else np.empty((0, ix._codes.shape[1]), ix._codes.dtype)
-    )
-    if ix._n_rows > ix._n_main:
-        flag = np.zeros(ix.n_lists + 1, dtype=bool)
-        flag[lists] = True
-        extra = ix._n_main + np.flatnonzero(flag[ix._list[ix._n_main : ix._n_rows]])
-        if extra.size:
-            rows = np.concatenate([rows, extra])
-            codes = np.concatenate([codes, ix._codes[extra]])
-    if codes.dtype != np.float32:
-        codes = codes.astype(np.float32)
-    return rows, codes
-
-
 def _rows_only(ix, lists: np.ndarray) -> np.ndarray:
+    """Row numbers of the probed lists (their blocks, then any overflow rows of theirs)."""
     ids = lists.tolist()
     rb = ix._row_blocks
     rows = np.concatenate([rb[j] for j in ids]) if ids else np.empty(0, np.int64)
     if ix._n_rows > ix._n_main:
-        flag = np.zeros(ix.n_lists + 1, dtype=bool)
-        flag[lists] = True
-        rows = np.concatenate([rows, ix._n_main + np.flatnonzero(flag[ix._list[ix._n_main : ix._n_rows]])])
+        rows = np.concatenate([rows, _overflow_rows(ix, lists)])
     return rows
+
+
+def _overflow_rows(ix, lists: np.ndarray) -> np.ndarray:
+    flag = np.zeros(ix.n_lists + 1, dtype=bool)
+    flag[lists] = True
+    return ix._n_main + np.flatnonzero(flag[ix._list[ix._n_main : ix._n_rows]])
+
+
+def _ranges(ix, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts, ends)`` of the probed lists' blocks, then one range per overflow row."""
+    starts, ends = ix._offsets[lists], ix._offsets[lists + 1]
+    if ix._n_rows > ix._n_main:
+        extra = _overflow_rows(ix, lists)
+        if extra.shape[0]:
+            starts, ends = np.concatenate([starts, extra]), np.concatenate([ends, extra + 1])
+    return starts, ends
+
+
+def _rows_at(starts: np.ndarray, ends: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Rows at positions ``pos`` of the ranges ``[starts, ends)`` laid end to end."""
+    lens = ends - starts
+    cum = np.cumsum(lens)
+    part = np.searchsorted(cum, pos, side="right")
+    return starts[part] + pos - (cum[part] - lens[part])
+
+
+def _score(block: np.ndarray, qv: np.ndarray) -> np.ndarray:
+    """``block @ qv``; int8 blocks through the compiled kernel when it is there (the same
+    arithmetic as the fused in-memory scan, so tiered and in-memory scores agree bit for bit),
+    else converted to float32 one list at a time (a converted list stays in cache)."""
+    if block.dtype == np.int8 and _kernels.available():
+        return _kernels.scan_block(block, qv)
+    return block.astype(np.float32, copy=False) @ qv
 
 
 def scan_one(ix, qv: np.ndarray, lists: np.ndarray, allowed, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,34 +148,49 @@ def scan_one(ix, qv: np.ndarray, lists: np.ndarray, allowed, depth: int) -> tupl
 
     similarity = qv·code - bias/alpha (the per-query constant is left to the callers); the
     bias (``||x||²`` for l2, ``inf`` for removed rows) is skipped when it is all zero.
+    int8 codes in memory are scored by the compiled kernel over the probed ranges (filter and
+    bias fused; disallowed rows score -inf). Otherwise list by list: unfiltered, each probed
+    list's block is scored where it lies (one product per list: copying the probed codes cost
+    more than scoring them, measured); filtered, only the allowed rows are gathered and scored.
     """
-    if allowed is None and ix._codes.dtype != np.float32:
-        # int8 codes: convert and score list by list, so each converted block stays in cache
-        # (measured faster than converting one concatenated block)
-        rows = _rows_only(ix, lists)
-        cb = ix._code_blocks
-        parts = [cb[j].astype(np.float32) @ qv for j in lists.tolist()]
-        n_main = sum(p.shape[0] for p in parts)
-        if rows.shape[0] > n_main:  # overflow rows of the probed lists
-            parts.append(ix._codes[rows[n_main:]].astype(np.float32) @ qv)
-        s = np.concatenate(parts) if parts else np.empty(0, np.float32)
-        codes = None
+    codes = ix._codes
+    if codes.dtype == np.int8 and type(codes) is np.ndarray and _kernels.available():
+        starts, ends = _ranges(ix, lists)
+        s = _kernels.scan_ranges(
+            codes,
+            starts,
+            ends,
+            qv,
+            ix._hbias if ix._bias_needed else None,
+            ix._slots if allowed is not None else None,
+            None if allowed is None else np.ascontiguousarray(allowed),
+        )
+        rows = None
     elif allowed is None:
-        rows, codes = _gather(ix, lists)
-    else:  # only allowed rows are read: a selective filter scans far fewer bytes
+        cb = ix._code_blocks
+        parts = [_score(cb[j], qv) for j in lists.tolist()]
+        starts, ends = _ranges(ix, lists)
+        extra = starts[lists.shape[0] :]
+        if extra.shape[0]:
+            parts.append(_score(codes[extra], qv))
+        s = np.concatenate(parts) if parts else np.empty(0, np.float32)
+        rows = None
+        if ix._bias_needed:
+            rows = _rows_only(ix, lists)
+            s -= ix._hbias[rows]
+    else:
         rows = _rows_only(ix, lists)
         rows = rows[allowed[ix._slots[rows]]]
-        codes = ix._codes[rows]
-        if codes.dtype != np.float32:
-            codes = codes.astype(np.float32)
-    if codes is not None:
-        s = codes @ qv
-    if ix._bias_needed:
-        s -= ix._hbias[rows]
+        s = _score(codes[rows], qv)
+        if ix._bias_needed:
+            s -= ix._hbias[rows]
     n = s.shape[0]
     if depth < n:
         part = np.argpartition(s, n - depth)[n - depth :]
-        return rows[part], s[part]
+        s = s[part]
+        rows = rows[part] if rows is not None else _rows_at(starts, ends, part)
+    elif rows is None:
+        rows = _rows_at(starts, ends, np.arange(n))
     return rows, s
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from m2m.errors import IndexCorruptError
 from m2m.index.calibration import Calibration
-from m2m.index.quantization import codec_from_arrays
+from m2m.index.quantization import codec_from_arrays, codec_input_dim
 from m2m.types import Metric
 
 FORMAT = "m2m-hrm2"
@@ -165,11 +165,8 @@ def load_index(cls, directory: Path):
         arrays = {name: _load_array(directory, name, meta) for name, meta in files.items()}
         params = HRM2Params(**manifest["params"])
         ix = cls(Metric(manifest["metric"]), int(manifest["dim"]), params)
-        ix._codec = codec_from_arrays(manifest["codec"], arrays["codec_a"], arrays["codec_b"])
-        _check(
-            ix._codec.axes.shape[0] == ix.dim if ix._codec.name == "pca" else ix._codec.lo.shape[0] == ix.dim,
-            "codec",
-        )
+        ix._codec = codec_from_arrays(manifest["codec"], arrays)
+        _check(codec_input_dim(ix._codec) == ix.dim, "codec")
         ix._set_centroids(arrays["coarse"], arrays["fine"], arrays["coarse_of_fine"])
         vecs, slots, offsets = arrays["vectors"], arrays["slots"], arrays["offsets"]
         n = vecs.shape[0]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from m2m.errors import DimensionMismatchError, InvalidArgumentError, InvalidVectorError
-from m2m.index import _search
+from m2m.index import _kernels, _search
 from m2m.index.calibration import Calibration, calibrate
 from m2m.index.kmeans import _update, assign, kmeans
 from m2m.index.quantization import CODECS, choose_codec, make_codec
@@ -51,7 +51,7 @@ class HRM2Params:
     kmeans_iters: int = 20
     refine_iters: int = 2  # flat Lloyd passes over all fine centroids after the hierarchical training
     seed: int = 0
-    codec: str = "auto"  # LOD 1 codes: "pca" (truncated PCA, float32), "sq8" (int8), "auto" (measured)
+    codec: str = "auto"  # LOD 1 codes: "pca" (float32), "pca8" (int8 PCA), "sq8" (int8), "auto" (measured)
     code_dim: int | None = None  # pca only; None -> d/3 rounded up to a multiple of 8
     rerank: int = 16  # LOD 2 re-ranks rerank * k LOD 1 candidates
     coarse_probe: int | None = None  # coarse clusters routed through; None -> all while cheap (see docs)
@@ -182,7 +182,9 @@ class HRM2Index:
         # every vector goes to its nearest fine centroid (over all of them)
         lists = self._assign_lists(x)
         if params.codec == "auto":
-            self._codec, self.codec_check = choose_codec(train, params.code_dim, params.rerank * 10, rng)
+            self._codec, self.codec_check = choose_codec(
+                train, params.code_dim, params.rerank * 10, rng, compiled=_kernels.available()
+            )
         else:
             self._codec = make_codec(params.codec, train, params.code_dim)
         self._set_route()
@@ -230,8 +232,8 @@ class HRM2Index:
         so a query is routed with the same short vector ``qv`` it scans with."""
         if not hasattr(self, "_codec"):
             return
-        if self._codec.name == "pca":
-            self._route_ext = np.ascontiguousarray(self._codec.encode(self._fine_ext))
+        if hasattr(self._codec, "route_form"):
+            self._route_ext = np.ascontiguousarray(self._codec.route_form(self._fine_ext))
             self._route_qv = True
         else:
             self._route_ext = self._fine_ext

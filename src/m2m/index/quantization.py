@@ -8,8 +8,14 @@ one float32 matrix product over the probed rows plus a per-query constant:
   but NumPy has no int8 BLAS, so scanning converts each block to float32 first.
 - ``PCA`` (a rotation onto the top principal axes, truncated): ``x ≈ mu + V V^T (x - mu)``,
   code = ``V^T (x - mu)`` (float32, ``code_dim`` numbers), ``qv = V^T q``, ``const = q·mu``.
-  With ``code_dim = d/3`` it is 3x smaller and scans with BLAS directly; it measured faster
-  than SQ8 at equal recall (see docs/hrm2.md), so HRM2 uses it by default.
+  With ``code_dim = d/3`` it is 3x smaller and scans with BLAS directly.
+- ``PCA8`` (PCA, then int8 scalar quantisation of the PCA coordinates): 12x smaller than
+  float32 at d/3 axes. Scanned by the compiled kernel (``m2m.index._kernels``), it is the
+  fastest codec where PCA keeps the candidates (see docs/hrm2.md); without numba the
+  ``auto`` choice stays with float32 PCA, which NumPy scans fastest.
+
+Routing runs in the codec space when the codec is a projection (PCA, PCA8): ``route_form``
+maps centroids so that ``route_form(c) · qv`` ranks them as ``q · c`` does.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 
 from m2m.errors import IndexCorruptError, InvalidArgumentError
 
-CODECS = ("auto", "pca", "sq8")
+CODECS = ("auto", "pca", "pca8", "sq8")
 
 
 class SQ8Codec:
@@ -58,8 +64,8 @@ class SQ8Codec:
         return {"codec_a": self.lo, "codec_b": self.scale}
 
     @classmethod
-    def from_arrays(cls, a: np.ndarray, b: np.ndarray) -> SQ8Codec:
-        return cls(a, b)
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SQ8Codec:
+        return cls(arrays["codec_a"], arrays["codec_b"])
 
 
 class PCACodec:
@@ -103,12 +109,66 @@ class PCACodec:
         r = q @ self._axes_mean
         return r[:-1], float(r[-1])
 
+    def route_form(self, x: np.ndarray) -> np.ndarray:
+        return self.encode(x)
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"codec_a": self.mean, "codec_b": self.axes}
 
     @classmethod
-    def from_arrays(cls, a: np.ndarray, b: np.ndarray) -> PCACodec:
-        return cls(a, b)
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PCACodec:
+        return cls(arrays["codec_a"], arrays["codec_b"])
+
+
+class PCA8Codec:
+    """PCA coordinates quantised to int8 per axis: ``code = SQ8(V^T (x - mu))``.
+
+    ``q·x ≈ q·mu + p·(lo + scale (c + 128))`` with ``p = V^T q``, so ``qv = p * scale`` and
+    ``const = q·mu + p·(lo + 128 scale)``. Routing uses ``qv`` too: ``route_form`` divides the
+    centroids' PCA coordinates by ``scale``.
+    """
+
+    name = "pca8"
+
+    def __init__(self, mean: np.ndarray, axes: np.ndarray, lo: np.ndarray, scale: np.ndarray) -> None:
+        self.pca = PCACodec(mean, axes)
+        self.sq8 = SQ8Codec(lo, scale)
+        if self.sq8.code_dim != self.pca.code_dim:
+            raise InvalidArgumentError("PCA8 quantiser and PCA axes disagree on the code dimension")
+        self.mean, self.axes = self.pca.mean, self.pca.axes
+        self.lo, self.scale = self.sq8.lo, self.sq8.scale
+        self.code_dim = self.pca.code_dim
+        self.code_dtype = np.dtype(np.int8)
+
+    @classmethod
+    def fit(cls, sample: np.ndarray, code_dim: int | None = None) -> PCA8Codec:
+        pca = PCACodec.fit(sample, code_dim)
+        sq8 = SQ8Codec.fit(pca.encode(sample))
+        return cls(pca.mean, pca.axes, sq8.lo, sq8.scale)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return self.sq8.encode(self.pca.encode(x))
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return self.pca.decode(self.sq8.decode(codes))
+
+    def route_form(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.pca.encode(x) / self.scale)
+
+    def prepare(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p, c = self.pca.prepare(queries)
+        return p * self.scale, c + p @ self.sq8._shift
+
+    def prepare_one(self, q: np.ndarray) -> tuple[np.ndarray, float]:
+        p, c = self.pca.prepare_one(q)
+        return p * self.scale, c + float(p @ self.sq8._shift)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"codec_a": self.mean, "codec_b": self.axes, "codec_c": self.lo, "codec_d": self.scale}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PCA8Codec:
+        return cls(arrays["codec_a"], arrays["codec_b"], arrays["codec_c"], arrays["codec_d"])
 
 
 def default_code_dim(d: int) -> int:
@@ -130,40 +190,51 @@ def candidate_recall(codec, base: np.ndarray, queries: np.ndarray, depth: int, k
     return float(hits.mean())
 
 
-def choose_codec(sample: np.ndarray, code_dim: int | None, depth: int, rng: np.random.Generator):
+def choose_codec(
+    sample: np.ndarray, code_dim: int | None, depth: int, rng: np.random.Generator, compiled: bool = False
+):
     """``auto``: PCA (fastest scan) unless its candidates lose recall that SQ8 keeps.
 
     Measured on up to 20,000 sample rows with 128 perturbed sample rows as queries: PCA is kept
     when its candidate recall (top-``depth`` holding the exact top-10) is >= 0.98 or within
     0.005 of SQ8's. Data whose variance is spread evenly over many dimensions (isotropic
     clusters) fails the check: truncating to d/3 axes then drops most within-cluster detail.
+    ``compiled`` (the int8 scan kernel is there): the PCA candidate is PCA8, its int8 form.
     """
     n = sample.shape[0]
     base = sample[rng.choice(n, min(n, 20000), replace=False)]
     q = base[rng.choice(base.shape[0], min(128, base.shape[0]), replace=False)]
     q = q + rng.standard_normal(q.shape).astype(np.float32) * (0.5 * float(np.std(base)))
     depth = min(depth, base.shape[0])
-    pca = PCACodec.fit(sample, code_dim)
+    pca = (PCA8Codec if compiled else PCACodec).fit(sample, code_dim)
     r_pca = candidate_recall(pca, base, q, depth)
     if r_pca >= 0.98:
-        return pca, {"pca": round(r_pca, 4)}
+        return pca, {pca.name: round(r_pca, 4)}
     sq8 = SQ8Codec.fit(sample)
     r_sq8 = candidate_recall(sq8, base, q, depth)
-    report = {"pca": round(r_pca, 4), "sq8": round(r_sq8, 4)}
+    report = {pca.name: round(r_pca, 4), "sq8": round(r_sq8, 4)}
     return (pca if r_pca >= r_sq8 - 0.005 else sq8), report
 
 
+_CODEC_CLASSES = {"pca": PCACodec, "pca8": PCA8Codec, "sq8": SQ8Codec}
+
+
 def make_codec(name: str, sample: np.ndarray, code_dim: int | None):
-    if name == "pca":
-        return PCACodec.fit(sample, code_dim)
-    if name == "sq8":
-        return SQ8Codec.fit(sample, code_dim)
-    raise InvalidArgumentError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
+    if name not in _CODEC_CLASSES:
+        raise InvalidArgumentError(f"unknown codec {name!r}; choose one of {', '.join(CODECS)}")
+    return _CODEC_CLASSES[name].fit(sample, code_dim)
 
 
-def codec_from_arrays(name: str, a: np.ndarray, b: np.ndarray):
-    if name == "pca":
-        return PCACodec.from_arrays(a, b)
-    if name == "sq8":
-        return SQ8Codec.from_arrays(a, b)
-    raise IndexCorruptError(f"index manifest names unknown codec {name!r}")
+def codec_from_arrays(name: str, arrays: dict[str, np.ndarray]):
+    """The codec a manifest names, from its saved arrays (``codec_a``, ``codec_b``, ...)."""
+    if name not in _CODEC_CLASSES:
+        raise IndexCorruptError(f"index manifest names unknown codec {name!r}")
+    try:
+        return _CODEC_CLASSES[name].from_arrays(arrays)
+    except KeyError as exc:
+        raise IndexCorruptError(f"index files lack the {name} codec array {exc}") from exc
+
+
+def codec_input_dim(codec) -> int:
+    """The vector dimension a codec expects (what a loaded index checks against)."""
+    return int(codec.axes.shape[0] if hasattr(codec, "axes") else codec.lo.shape[0])

@@ -126,7 +126,7 @@ def routing_index(manifest: dict, a: dict[str, np.ndarray]):
     from m2m.index.quantization import codec_from_arrays
 
     ix = HRM2Index(Metric(manifest["metric"]), int(manifest["dim"]), HRM2Params(**manifest["params"]))
-    ix._codec = codec_from_arrays(manifest["codec"], a["codec_a"], a["codec_b"])
+    ix._codec = codec_from_arrays(manifest["codec"], a)
     ix._set_centroids(a["coarse"], a["fine"], a["coarse_of_fine"])
     offsets, slots = a["offsets"].astype(np.int64), a["slots"].astype(np.int64)
     n = int(offsets[-1])

@@ -1,0 +1,105 @@
+"""Compiled LOD 1 scan of int8 codes (numba, the optional ``fast`` extra).
+
+NumPy has no int8 matrix product: scoring int8 codes with NumPy means converting every probed
+block to float32 first, which costs more than the smaller reads save. One compiled loop over
+the probed lists' row ranges reads the int8 codes where they lie, converts in registers and
+accumulates in float32, with the row bias and a filter mask fused in. On wordnet-minilm
+(96 probed lists, about 7,400 rows of 128 int8 codes) it scores in about 0.13 ms where the
+float32 NumPy scan of the same lists took 0.8 ms (``docs/hrm2.md``).
+
+Without numba, :func:`available` is false and HRM2 keeps its NumPy paths (float32 PCA codes).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_EMPTY_F32 = np.empty(0, np.float32)
+_EMPTY_I64 = np.empty(0, np.int64)
+_EMPTY_BOOL = np.empty(0, np.bool_)
+_scan = None
+_tried = False
+
+
+def _compile():
+    import numba
+
+    def scan(codes, starts, ends, w, hbias, slots, allowed, out):  # pragma: no cover - compiled
+        m = codes.shape[1]
+        use_bias = hbias.shape[0] > 0
+        use_mask = allowed.shape[0] > 0
+        neg_inf = np.float32(-np.inf)
+        p = 0
+        for r in range(starts.shape[0]):
+            for i in range(starts[r], ends[r]):
+                if use_mask and not allowed[slots[i]]:
+                    out[p] = neg_inf
+                else:
+                    acc = np.float32(0.0)
+                    for j in range(m):
+                        acc += w[j] * np.float32(codes[i, j])
+                    if use_bias:
+                        acc -= hbias[i]
+                    out[p] = acc
+                p += 1
+        return p
+
+    try:  # compiled once, then loaded from numba's cache next to this file
+        return numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False)(scan)
+    except RuntimeError:  # no writable cache location (e.g. a read-only install)
+        return numba.njit(cache=False, fastmath=True, nogil=True, boundscheck=False)(scan)
+
+
+def available() -> bool:
+    """Whether the compiled scan can be used (numba importable and the kernel compiled)."""
+    global _scan, _tried
+    if not _tried:
+        _tried = True
+        try:
+            _scan = _compile()
+        except ImportError:
+            logger.info("numba not installed: HRM2 scans with NumPy (pip install 'm2m[fast]')")
+            _scan = None
+    return _scan is not None
+
+
+def scan_ranges(
+    codes: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    w: np.ndarray,
+    hbias: np.ndarray | None = None,
+    slots: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+) -> np.ndarray:
+    """``w · codes[i] - hbias[i]`` for every row ``i`` of the ranges ``[starts, ends)``, in order.
+
+    Rows whose slot is not ``allowed`` score ``-inf``. ``codes`` is int8 (rows, m), C-ordered;
+    ``w`` float32 (m,). Call :func:`available` first.
+    """
+    n = int((ends - starts).sum())
+    out = np.empty(n, np.float32)
+    mask = allowed is not None
+    _scan(
+        codes,
+        starts,
+        ends,
+        w,
+        _EMPTY_F32 if hbias is None else hbias,
+        slots if mask else _EMPTY_I64,
+        allowed if mask else _EMPTY_BOOL,
+        out,
+    )
+    return out
+
+
+def scan_block(codes: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``codes @ w`` for one int8 block, with the same arithmetic as :func:`scan_ranges` (a
+    tiered list scored on its own gets the very scores the in-memory scan gives)."""
+    codes = np.ascontiguousarray(codes)
+    n = codes.shape[0]
+    return scan_ranges(codes, np.zeros(1, np.int64), np.full(1, n, np.int64), w)
