@@ -54,6 +54,8 @@ except ImportError:  # pragma: no cover
 
 K = 10
 THRESHOLDS = (0.90, 0.95, 0.99)
+# probes per query for both IVF indexes (HRM2 and FAISS IVF): dense enough near the recall floors
+IVF_SWEEP = [1, 2, 4, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128]
 
 
 def rss() -> int:
@@ -123,7 +125,7 @@ class HRM2(System):
         self.lod = lod
         self.params = params or HRM2Params()
         self.name = label or f"m2m-hrm2-lod{lod}"
-        self.sweep = sweep or [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192]
+        self.sweep = sweep or [*IVF_SWEEP, 192]
         self.n_probe = 8
         self.index: HRM2Index | None = None
 
@@ -149,7 +151,7 @@ class FaissIVF(System):
     def __init__(self, kind: str = "Flat", nlist: int = 1024, sweep=None, train_max: int = 256 * 1024):
         self.kind, self.nlist, self.train_max = kind, nlist, train_max
         self.name = f"faiss-ivf{nlist}-{kind.lower()}"
-        self.sweep = sweep or [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+        self.sweep = sweep or IVF_SWEEP
 
     def build(self, base, metric):
         import faiss

