@@ -38,6 +38,7 @@ from m2m.errors import (
     InvalidVectorError,
     NotFoundError,
 )
+from m2m.recall_curve import n_probe_from_curve
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +334,7 @@ class EdgeRouter:
         if self._calib is None:
             return self._n_lists
         grid, recall = self._calib
-        hit = np.flatnonzero(recall >= float(target_recall) - 1e-9)
-        return int(min(grid[hit[0]], self._n_lists)) if hit.size else self._n_lists
+        return n_probe_from_curve(grid, recall, float(target_recall), self._n_lists)
 
     def _coarse_probe(self, n_probe: int) -> int:
         nc = self._coarse.shape[0]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from m2m.index._layout import topk_rows
+from m2m.recall_curve import n_probe_from_curve
 from m2m.types import Metric
 
 DEPTHS = (10, 32, 100, 316, 1000)
@@ -36,8 +37,7 @@ class Calibration:
     n_queries: int
 
     def n_probe_for(self, target: float, n_lists: int) -> int:
-        hit = np.flatnonzero(self.recall >= target - 1e-9)
-        return int(min(self.grid[hit[0]], n_lists)) if hit.size else int(n_lists)
+        return n_probe_from_curve(self.grid, self.recall, target, n_lists)
 
     def _coverage_column(self, depth: float) -> np.ndarray:
         """Coverage at ``depth`` for every grid n_probe (interpolated in log depth)."""
