@@ -1,21 +1,25 @@
-"""GPU brute-force top-k: plain torch vs M2M's torch backend vs M2M's wgpu (WGSL) backend.
+"""GPU top-k: plain torch vs M2M's torch and wgpu (WGSL) backends, brute force and HRM2.
 
 Synthetic clustered unit vectors (seeded, generated on the device), query batches of
 ``--nq``; for each method: median seconds per batch over ``--batches`` timed batches (after a
-warm-up batch that also compiles the kernels), queries/s, and recall@k against an exact
-float64 ground truth. Writes JSON to ``benchmarks/results/gpu_<device>.json``.
+warm-up pass over the batches that also compiles the kernels and captures CUDA graphs),
+queries/s, and recall@k against an exact float64 ground truth. Writes JSON to ``benchmarks/results/gpu_<device>.json``.
 
     python benchmarks/bench_gpu.py                       # 1M x 384, 1024-query batches, k=10
     python benchmarks/bench_gpu.py --n 20000 --nq 256    # a quick run on a CPU / lavapipe
 
-HRM2 on the GPU (issue 7):
+HRM2 on the GPU (issue 7), every method in one run:
 
-    python benchmarks/bench_gpu.py --methods baseline,hrm2 --out benchmarks/results/gpu_hrm2_<device>.json
+    python benchmarks/bench_gpu.py --methods baseline,m2m-torch,hrm2,wgpu,wgpu-hrm2 \
+        --out benchmarks/results/gpu_hrm2_<device>.json
 
 Methods: ``baseline`` = ``torch.topk(Q @ X.T, k)`` in float32 with the data already on the
 device; ``m2m-torch`` / ``m2m-torch-f16`` = ``TorchBackend.topk`` on an uploaded block (NumPy
 queries in, NumPy results out); ``wgpu`` / ``wgpu-f16`` = ``WgpuBackend.topk`` on an
-uploaded block, same interface. ``hrm2`` = ``m2m.index.gpu_search.GPUSearch`` over an HRM2 index (see ``bench_hrm2``).
+uploaded block, same interface. ``hrm2`` = ``m2m.index.gpu_search.GPUSearch`` (torch) and
+``wgpu-hrm2`` = ``m2m.index.wgpu_search.WgpuGPUSearch`` (WGSL) over one HRM2 index built on the
+CPU (see ``bench_hrm2``, ``bench_wgpu_hrm2``); each reports its fastest n_probe at recall@k >=
+``--hrm2-recall`` and the whole sweep.
 """
 
 from __future__ import annotations
@@ -85,8 +89,10 @@ def sync(device):
 
 
 def time_method(run, query_batches, gt_batches, device):
-    """Warm up on batch 0, then time every batch; returns the per-batch seconds and recall."""
-    run(0)
+    """Warm up on every batch (kernel compilation, CUDA graph capture per shape), then time
+    every batch; returns the per-batch seconds and recall."""
+    for b in range(len(query_batches)):
+        run(b)
     sync(device)
     times, recalls = [], []
     for b in range(len(query_batches)):
@@ -99,92 +105,136 @@ def time_method(run, query_batches, gt_batches, device):
     return times, float(np.mean(recalls))
 
 
-def bench_hrm2(x_np, query_batches_np, gt_batches, k, args):
-    """HRM2 on the GPU (``m2m.index.gpu_search.GPUSearch``): build the index on the CPU
-    (``HRM2Index.build``, k-means trained on a ``--hrm2-train`` sample; timed separately),
-    upload its arrays, then sweep ``--hrm2-probes`` and time every batch exactly as
-    ``time_method`` does (device-resident queries in, NumPy ids out). The reported operating
-    point is the fastest n_probe whose recall@k reaches ``--hrm2-recall``."""
-    from m2m.index import HRM2Index, HRM2Params
-    from m2m.index.gpu_search import GPUSearch
+_INDEX: dict = {}
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    t0 = time.perf_counter()
-    params = HRM2Params(
-        train_sample=min(args.hrm2_train, x_np.shape[0]), kmeans_iters=args.hrm2_iters, calib_queries=0
-    )
-    index = HRM2Index.build(x_np, np.arange(x_np.shape[0]), Metric.IP, params)
-    build_s = time.perf_counter() - t0
-    print(f"hrm2 build      {build_s:.1f}s on the CPU ({index.n_lists} lists, train_sample {params.train_sample})",
-          flush=True)  # fmt: skip
-    qdev = [torch.from_numpy(q).to(device) for q in query_batches_np]
-    probes = [int(p) for p in str(args.hrm2_probes).split(",")]
-    sweep, best, info = [], None, {}
 
-    def measure(g, n_probe, scan, bucketed):
-        def run(b):
-            return g.search(qdev[b], k, n_probe=n_probe)[1]
+def build_hrm2(x_np, args):
+    """``HRM2Index.build`` on the CPU (k-means on a ``--hrm2-train`` sample), once per run:
+    the torch and wgpu HRM2 methods search the same index."""
+    if "index" not in _INDEX:
+        from m2m.index import HRM2Index, HRM2Params
+
+        t0 = time.perf_counter()
+        params = HRM2Params(
+            train_sample=min(args.hrm2_train, x_np.shape[0]), kmeans_iters=args.hrm2_iters, calib_queries=0
+        )
+        index = HRM2Index.build(x_np, np.arange(x_np.shape[0]), Metric.IP, params)
+        _INDEX.update(index=index, params=params, build_s=time.perf_counter() - t0)
+        print(f"hrm2 build      {_INDEX['build_s']:.1f}s on the CPU ({index.n_lists} lists, "
+              f"train_sample {params.train_sample})", flush=True)  # fmt: skip
+    return _INDEX["index"]
+
+
+def sweep_probes(name, search, queries, query_batches_np, gt_batches, k, args, device, **extra):
+    """Time ``search(batch, n_probe)`` over ``--hrm2-probes`` (stopping once recall passes the
+    target by 0.03); returns the sweep rows and the fastest row at recall >= ``--hrm2-recall``."""
+    rows, best = [], None
+    for n_probe in [int(p) for p in str(args.hrm2_probes).split(",")]:
+
+        def run(b, n_probe=n_probe):
+            return search(queries[b], n_probe)
 
         times, rec = time_method(run, query_batches_np, gt_batches, device)
         med = statistics.median(times)
-        row = {"scan": scan, "n_probe": n_probe, "bucketed": bucketed, "median_s": med, "batch_s": times,
+        row = {**extra, "n_probe": n_probe, "median_s": med, "batch_s": times,
                "qps": len(query_batches_np[0]) / med, "recall_at_k": rec}  # fmt: skip
-        sweep.append(row)
-        print(f"hrm2 {scan:5s} n_probe={n_probe:4d} bucketed={bucketed!s:5s} {med * 1e3:8.2f} ms/batch "
-              f"{row['qps']:10.0f} q/s recall@{k} {rec:.4f}", flush=True)  # fmt: skip
-        return row
+        rows.append(row)
+        print(f"{name:9s} {' '.join(f'{a}={b}' for a, b in extra.items()):34s} n_probe={n_probe:3d} "
+              f"{med * 1e3:8.2f} ms/batch {row['qps']:10.0f} q/s recall@{k} {rec:.4f}", flush=True)  # fmt: skip
+        if rec >= args.hrm2_recall and (best is None or row["qps"] > best["qps"]):
+            best = row
+        if rec >= args.hrm2_recall + 0.03:
+            break  # larger n_probe only costs more
+    return rows, best
 
-    for scan in ("codes", "exact"):
-        g = GPUSearch(index, device=device.type, block_rows=args.hrm2_block, scan=scan)
-        info[scan] = {"upload_s": g.upload_seconds, "gpu_bytes": g.nbytes}
-        mode_best = None
-        for n_probe in probes:
-            row = measure(g, n_probe, scan, True)
-            if row["recall_at_k"] >= args.hrm2_recall and (
-                mode_best is None or row["qps"] > mode_best["qps"]
-            ):
-                mode_best = row
-            if row["recall_at_k"] >= args.hrm2_recall + 0.03:
-                break  # larger n_probe only costs more
-        if mode_best is not None:
-            g.bucketed = False  # the padded single-bmm variant at this operating point
-            row = measure(g, mode_best["n_probe"], scan, False)
-            for cand in (mode_best, row):
-                if cand["recall_at_k"] >= args.hrm2_recall and (best is None or cand["qps"] > best["qps"]):
-                    best = cand
-        del g
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+
+def hrm2_report(best, sweep, info, args, note):
+    index, params = _INDEX["index"], _INDEX["params"]
     if best is None:
-        best = max(sweep, key=lambda r: r["recall_at_k"])
-    profile = None
-    if args.hrm2_profile and device.type == "cuda":  # where the time goes at the reported point
-        g = GPUSearch(
-            index, device="cuda", block_rows=args.hrm2_block, scan=best["scan"], bucketed=best["bucketed"]
-        )
-        g.search(qdev[0], k, n_probe=best["n_probe"])
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for b in range(len(qdev)):
-                g.search(qdev[b], k, n_probe=best["n_probe"])
-            torch.cuda.synchronize()
-        profile = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15)
-        print(profile, flush=True)
-        del g
+        best = {**max(sweep, key=lambda r: r["recall_at_k"]), "below_target": True}
     return {
-        **{key: best[key] for key in ("median_s", "batch_s", "qps", "recall_at_k", "n_probe", "bucketed", "scan")},
+        **best,
         "target_recall": args.hrm2_recall,
-        "build_s": build_s,
+        "build_s": _INDEX["build_s"],
         "build": "HRM2Index.build on the CPU, k-means on a sample",
         "params": {"train_sample": params.train_sample, "kmeans_iters": params.kmeans_iters,
                    "n_lists": index.n_lists, "n_coarse": index.n_coarse, "codec": index._codec.name,
-                   "code_dim": index._codec.code_dim, "rerank": params.rerank, "block_rows": args.hrm2_block},
+                   "rerank": params.rerank, "block_rows": args.hrm2_block},
         "upload": info,
         "sweep": sweep,
-        "profile": profile,
-        "note": "m2m.index.gpu_search.GPUSearch: route + scan of the probed lists (bmm per block bucket; "
-        "scan=codes: LOD 1 codes then exact LOD 2 re-rank of rerank*k; scan=exact: float32 vectors) on "
-        "the device; device-resident queries in, NumPy ids out",
+        "note": note,
     }  # fmt: skip
+
+
+def bench_hrm2(x_np, query_batches_np, gt_batches, k, args):
+    """HRM2 on the GPU through torch (``m2m.index.gpu_search.GPUSearch``): for every
+    ``--hrm2-scans`` variant (``exact``: float32 vectors; ``exact-f16``: float16 vectors and a
+    float32 re-rank of ``refine * k``; ``codes``: LOD 1 codes + LOD 2 re-rank; ``-nograph``:
+    without CUDA graphs), sweep n_probe and
+    time every batch as ``time_method`` does (device-resident queries in, NumPy ids out). The
+    reported point is the fastest (variant, n_probe) whose recall@k reaches ``--hrm2-recall``."""
+    from m2m.index.gpu_search import GPUSearch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    index = build_hrm2(x_np, args)
+    qdev = [torch.from_numpy(q).to(device) for q in query_batches_np]
+    sweep, best, info = [], None, {}
+    for variant in [v.strip() for v in args.hrm2_scans.split(",") if v.strip()]:
+        scan = "codes" if variant.startswith("codes") else "exact"
+        dtype = "float16" if "f16" in variant else "float32"
+        graphs = "nograph" not in variant
+        g = GPUSearch(
+            index, device=device.type, block_rows=args.hrm2_block, scan=scan, dtype=dtype, graphs=graphs
+        )
+        info[variant] = {"upload_s": g.upload_seconds, "gpu_bytes": g.nbytes}
+
+        def search(q, n_probe, g=g):
+            return g.search(q, k, n_probe=n_probe)[1]
+
+        rows, vbest = sweep_probes("hrm2", search, qdev, query_batches_np, gt_batches, k, args, device,
+                                   scan=scan, dtype=dtype, graphs=graphs)  # fmt: skip
+        sweep += rows
+        if vbest is not None and (best is None or vbest["qps"] > best["qps"]):
+            best = vbest
+        if args.hrm2_profile and device.type == "cuda" and vbest is not None:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for q in qdev:
+                    g.search(q, k, n_probe=vbest["n_probe"])
+                torch.cuda.synchronize()
+            info[variant]["profile"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+            print(info[variant]["profile"], flush=True)
+        del g
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return hrm2_report(best, sweep, info, args,
+                       "m2m.index.gpu_search.GPUSearch: route + scan of the probed lists on the device "
+                       "(fixed grid of block slots per query; dense = pairs grouped by block, one bmm); "
+                       "device-resident queries in, NumPy ids out")  # fmt: skip
+
+
+def bench_wgpu_hrm2(x_np, query_batches_np, gt_batches, k, args, device):
+    """HRM2 on wgpu (``m2m.index.wgpu_search.WgpuGPUSearch``): the same index, routing with the
+    fused brute-force kernel over the centroids, ``ivf_scan.wgsl`` over the probed lists'
+    float32 vectors, the per-query merge; NumPy queries in, NumPy ids out."""
+    from m2m.compute.wgpu_backend import WgpuBackend, find_adapter
+    from m2m.index.wgpu_search import WgpuGPUSearch
+
+    adapter, why = find_adapter()
+    if adapter is None:
+        raise RuntimeError(why)
+    index = build_hrm2(x_np, args)
+    w = WgpuGPUSearch(index, WgpuBackend(adapter))
+    info = {"upload_s": w.upload_seconds, "gpu_bytes": w.nbytes, "chunks": len(w.ivf.chunks),
+            "adapter": {key: str(w.ivf.backend.adapter_info.get(key)) for key in ("device", "backend_type")}}  # fmt: skip
+
+    def search(q, n_probe):
+        return w.search(q, k, n_probe=n_probe)[1]
+
+    sweep, best = sweep_probes("wgpu-hrm2", search, query_batches_np, query_batches_np, gt_batches, k,
+                               args, device, scan="exact", dtype="float32")  # fmt: skip
+    return hrm2_report(best, sweep, info, args,
+                       "m2m.index.wgpu_search.WgpuGPUSearch: WGSL routing (fused top-k over the "
+                       "centroids) + ivf_scan.wgsl over the probed lists + select.wgsl merge")  # fmt: skip
 
 
 def run_wgpu(name, x_np, q_np, gt_batches, query_batches, device, args, record):
@@ -236,11 +286,14 @@ def main(argv=None):
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--clusters", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--methods", default="baseline,m2m-torch,m2m-torch-f16,wgpu,wgpu-f16,hrm2")
+    ap.add_argument("--methods", default="baseline,m2m-torch,m2m-torch-f16,wgpu,wgpu-f16,hrm2,wgpu-hrm2")
     ap.add_argument(
         "--target-workgroups", default="1024", help="wgpu: workgroups per query batch (a comma list sweeps)"
     )
-    ap.add_argument("--hrm2-probes", default="1,2,3,4,6,8,12,16,24,32,48,64", help="n_probe sweep")
+    ap.add_argument("--hrm2-probes", default="2,3,4,5,6,8,12,16", help="n_probe sweep")
+    ap.add_argument(
+        "--hrm2-scans", default="exact,exact-f16", help="GPUSearch variants: exact, exact-f16, codes"
+    )
     ap.add_argument(
         "--hrm2-recall", type=float, default=0.95, help="recall@k the reported n_probe must reach"
     )
@@ -332,21 +385,12 @@ def main(argv=None):
                 times, rec = time_method(run, query_batches, gt_batches, device)
                 record(name, times, rec, storage=dtype, upload_s=setup)
                 del block, backend
+            elif name == "wgpu-hrm2":
+                results[name] = bench_wgpu_hrm2(x_np, q_np, gt_batches, args.k, args, device)
             elif name.startswith("wgpu"):
                 run_wgpu(name, x_np, q_np, gt_batches, query_batches, device, args, record)
             elif name == "hrm2":
-                hres = bench_hrm2(x_np, q_np, gt_batches, args.k, args)
-                if hres is None:
-                    print(
-                        "hrm2            not run: the GPU search hook in bench_hrm2 is not wired yet",
-                        flush=True,
-                    )
-                    results[name] = {
-                        "status": "not run",
-                        "reason": "bench_hrm2 hook not wired to m2m.index.hrm2 yet",
-                    }
-                else:
-                    results[name] = hres
+                results[name] = bench_hrm2(x_np, q_np, gt_batches, args.k, args)
             else:
                 raise ValueError(f"unknown method {name!r}")
         except Exception as exc:  # keep the other methods' numbers

@@ -8,9 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from m2m.errors import DimensionMismatchError, InvalidArgumentError  # noqa: E402
+from m2m.errors import DimensionMismatchError, InvalidArgumentError, InvalidVectorError  # noqa: E402
 from m2m.index import HRM2Index, HRM2Params  # noqa: E402
 from m2m.index.gpu_search import GPUSearch  # noqa: E402
+from m2m.memory.snapshot import snapshot_arrays  # noqa: E402
 
 K = 10
 
@@ -46,11 +47,11 @@ def built(request):
     return ix, q
 
 
-@pytest.mark.parametrize("bucketed", [True, False])
-def test_matches_cpu_index_exact_rerank(built, bucketed):
+@pytest.mark.parametrize("strategy", ["dense", "gather"])
+def test_matches_cpu_index_exact_rerank(built, strategy):
     ix, q = built
     for block_rows in (16, 128):
-        g = GPUSearch(ix, device="cpu", block_rows=block_rows, bucketed=bucketed)
+        g = GPUSearch(ix, device="cpu", block_rows=block_rows, strategy=strategy)
         for n_probe in (1, 4, 16):
             check(ix, g, q, 2, n_probe)
         check(ix, g, q[0], 2, 4)  # one query
@@ -100,16 +101,36 @@ def test_bad_input():
         g.search(q, 0, n_probe=2)
     with pytest.raises(InvalidArgumentError):
         g.search(q, K, n_probe=2, lod=0)
+    bad = q.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InvalidVectorError):
+        g.search(bad, K, n_probe=2)
+    with pytest.raises(InvalidVectorError):
+        g.search(torch.from_numpy(bad), K, n_probe=2, numpy=False)
+    for kw in ({"scan": "lists"}, {"dtype": "int8"}, {"strategy": "fast"}, {"refine": 0}, {"block_rows": 0}):
+        with pytest.raises(InvalidArgumentError):
+            GPUSearch(ix, device="cpu", **kw)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_index():
+    """Both strategies, CUDA graphs on (replayed with new queries each call) and off."""
     x, q = data("cosine")
     ix = HRM2Index.build(x, np.arange(x.shape[0]), "cosine", HRM2Params(calib_queries=0))
-    g = GPUSearch(ix, device="cuda")
-    for n_probe in (1, 8):
-        check(ix, g, q, 2, n_probe)
+    for strategy in ("dense", "gather"):
+        for graphs in (True, False):
+            g = GPUSearch(ix, device="cuda", strategy=strategy, graphs=graphs)
+            for n_probe in (1, 8, 8):
+                check(ix, g, q, 2, n_probe)
+                check(ix, g, q[::-1].copy(), 2, n_probe)  # same shapes, other data: graph replay
+            check(ix, g, q[:7], 1, 3)
+        g = GPUSearch(ix, device="cuda", strategy=strategy, scan="exact", dtype="float16")
+        check_exact_f16(ix, g, q)
+        g = GPUSearch(ix, device="cuda", strategy=strategy, scan="exact")
+        a = g.search(q, K, n_probe=ix.n_lists)
+        b = ix.search(q, K, n_probe=ix.n_lists)
+        np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_exact_scan_equals_bruteforce_over_probed_lists(built):
@@ -125,3 +146,114 @@ def test_exact_scan_equals_bruteforce_over_probed_lists(built):
     dc, _ = codes.search(q, K, n_probe=3)
     de, _ = g.search(q, K, n_probe=3)
     assert np.all(de[:, 0] <= dc[:, 0] + 1e-4 * scale)
+
+
+def check_exact_f16(ix, g, q):
+    """float16 scan + float32 re-rank of refine*k: ids equal the float32 exact scan's except
+    where float16 rounding (about 1e-3 of a score) swaps candidates at the refine*k cut-off."""
+    ref = GPUSearch(ix, device="cpu", block_rows=g.block_rows, scan="exact")
+    for n_probe in (2, 8):
+        a = ref.search(q, K, n_probe=n_probe)
+        b = g.search(q, K, n_probe=n_probe)
+        assert (a[1] == b[1]).mean() >= 0.99
+        same = (a[1] == b[1]).all(1)
+        np.testing.assert_allclose(a[0][same], b[0][same], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["dense", "gather"])
+def test_exact_float16_scan_with_rerank(built, strategy):
+    ix, q = built
+    g = GPUSearch(ix, device="cpu", block_rows=32, scan="exact", dtype="float16", strategy=strategy)
+    check_exact_f16(ix, g, q)
+    # float16 storage, float32 re-rank: the distances returned are float32-exact
+    ref = GPUSearch(ix, device="cpu", block_rows=32, scan="exact")
+    a, b = ref.search(q, K, n_probe=ix.n_lists), g.search(q, K, n_probe=ix.n_lists)
+    assert (a[1] == b[1]).mean() >= 0.99
+
+
+def test_strategies_agree_on_odd_batches(built):
+    """dense (grouped by block) and gather (per query) compute the same scores: same ids."""
+    ix, q = built
+    dense = GPUSearch(ix, device="cpu", block_rows=16, strategy="dense")
+    gather = GPUSearch(ix, device="cpu", block_rows=16, strategy="gather")
+    for m in (1, 2, 33):
+        for n_probe in (1, 5):
+            a = dense.search(q[:m], K, n_probe=n_probe)
+            b = gather.search(q[:m], K, n_probe=n_probe)
+            np.testing.assert_array_equal(a[1], b[1])
+            np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-5)
+
+
+def _wgpu_adapter(hardware_only=False):
+    pytest.importorskip("wgpu")
+    from m2m.compute.wgpu_backend import find_adapter
+
+    adapter = find_adapter(hardware_only=hardware_only)[0]
+    if adapter is None:
+        pytest.skip("no wgpu adapter" if not hardware_only else "needs a hardware wgpu adapter")
+    return adapter
+
+
+def test_wgpu_hrm2_matches_exact_scan(built):
+    """WGSL routing + list scan + merge: the exact top-k over the probed lists, as torch's
+    scan="exact" (routing in the original space: near-ties could differ, none here)."""
+    from m2m.compute.wgpu_backend import WgpuBackend
+    from m2m.index.wgpu_search import WgpuGPUSearch
+
+    ix, q = built
+    w = WgpuGPUSearch(ix, WgpuBackend(_wgpu_adapter()))
+    ref = GPUSearch(ix, device="cpu", scan="exact")
+    scale = 1.0 + float((q * q).sum(1).max()) if ix.metric.value == "l2" else 1.0
+    for n_probe in (1, 4, ix.n_lists):
+        a, b = ref.search(q[:40], K, n_probe=n_probe), w.search(q[:40], K, n_probe=n_probe)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-4 * scale)
+    _, s1 = w.search(q[5], K, n_probe=4)  # one query
+    np.testing.assert_array_equal(s1, ref.search(q[5], K, n_probe=4)[1])
+    with pytest.raises(InvalidArgumentError):
+        w.search(q, 65, n_probe=2)  # k over the register lists' limit
+    with pytest.raises(DimensionMismatchError):
+        w.search(q[:, :3], K, n_probe=2)
+
+
+def test_wgpu_hrm2_chunks_and_short_lists():
+    """Vector buffers split into chunks (tiny binding limit) give the same results; k above a
+    list's size tops up with more probes, as the CPU index."""
+    from m2m.compute.wgpu_backend import WgpuBackend
+    from m2m.index.wgpu_search import WgpuGPUSearch
+
+    x, q = data("ip", n=600, d=20, seed=6)
+    ix = HRM2Index.build(x, np.arange(x.shape[0]), "ip", HRM2Params(calib_queries=0, n_coarse=6, n_fine=10))
+    adapter = _wgpu_adapter()
+    whole = WgpuGPUSearch(ix, WgpuBackend(adapter))
+    split = WgpuGPUSearch(ix, WgpuBackend(adapter, max_chunk_bytes=20 * 128 * 4 * 7))
+    assert len(split.ivf.chunks) > 1
+    sizes = np.diff(snapshot_arrays(ix)["offsets"])
+    k = int(sizes.max()) + 1  # more than any list holds: every query must top up
+    assert k <= 64
+    for n_probe in (1, 3):
+        a, b = whole.search(q[:12], k, n_probe=n_probe), split.search(q[:12], k, n_probe=n_probe)
+        np.testing.assert_array_equal(a[1], b[1])
+        assert np.all(a[1] >= 0)  # topped up to k results
+        ref = GPUSearch(ix, device="cpu", scan="exact").search(q[:12], k, n_probe=n_probe)
+        np.testing.assert_array_equal(a[1], ref[1])
+
+
+@pytest.mark.gpu
+def test_wgpu_hrm2_hardware_matches_torch_exact():
+    from m2m.compute.wgpu_backend import WgpuBackend
+    from m2m.index.wgpu_search import WgpuGPUSearch
+
+    adapter = _wgpu_adapter(hardware_only=True)
+    rng = np.random.default_rng(9)
+    c = rng.standard_normal((200, 384)).astype(np.float32)
+    x = c[rng.integers(0, 200, 60_000)] + 0.5 * rng.standard_normal((60_000, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[rng.choice(60_000, 500, replace=False)] + 0.05 * rng.standard_normal((500, 384)).astype(np.float32)
+    ix = HRM2Index.build(x, np.arange(60_000), "ip", HRM2Params(calib_queries=0))
+    w = WgpuGPUSearch(ix, WgpuBackend(adapter))
+    ref = GPUSearch(ix, device="cpu", scan="exact")
+    for n_probe in (2, 16):
+        a, b = ref.search(q, K, n_probe=n_probe), w.search(q, K, n_probe=n_probe)
+        assert (a[1] == b[1]).mean() > 0.999  # float32 summation order may swap exact near-ties
+        np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-4)
