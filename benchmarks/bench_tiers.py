@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tiers.py                  # 500K x 384 float32 (768 MB of vectors)
     python benchmarks/bench_tiers.py --n 1000000      # 1M x 384 (1.5 GB), slower to build
+    python benchmarks/bench_tiers.py --collection     # a Collection end to end (bench_tiers_collection.py)
 
 Steps (the parent process):
 
@@ -78,9 +79,9 @@ def _status(pid: int) -> dict[str, int]:
     return out
 
 
-def run_child(args_list: list[str]) -> dict:
+def run_child(args_list: list[str], script: str = __file__) -> dict:
     """Run the serving child, sampling its RSS every 5 ms; returns its JSON plus the samples."""
-    proc = subprocess.Popen([sys.executable, __file__, *args_list], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, script, *args_list], stdout=subprocess.PIPE, text=True)
     peak: dict[str, int] = {}
     samples = 0
 
@@ -190,6 +191,11 @@ def serve(work: Path, warm_bytes: int, prefetch: bool, k: int, n_probe: int, bat
 
 # ---- main -------------------------------------------------------------------------------------
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--collection" in argv:  # end to end through the Collection API: bench_tiers_collection.py
+        from bench_tiers_collection import main as collection_main
+
+        return collection_main([a for a in argv if a != "--collection"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=500_000)
     ap.add_argument("--dim", type=int, default=384)

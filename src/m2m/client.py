@@ -139,3 +139,4 @@ class Client:
             collection._drop()
         else:
             shutil.rmtree(self.path / "indexes" / record.uuid, ignore_errors=True)
+            shutil.rmtree(self.path / "mirrors" / record.uuid, ignore_errors=True)

@@ -41,6 +41,7 @@ from m2m.storage.sqlite_store import (
     SQLiteStore,
     decode_vector,
     encode_metadata,
+    translate_sqlite_errors,
     vector_blobs,
 )
 from m2m.types import (
@@ -94,6 +95,18 @@ class ProgressiveResult:
     result: QueryResult
 
 
+@dataclasses.dataclass
+class VectorExport:
+    """Every live item of a collection at one version, in insertion (rowid) order."""
+
+    ids: list[str]
+    vectors: np.ndarray  # float32 (n, dim), C-contiguous
+    rowids: np.ndarray  # int64 (n,): the items' internal row numbers (never reused)
+    version: int  # the collection's state version the export reflects
+    metadatas: list[str | None] | None = None  # JSON text as stored (json.loads gives the dict)
+    documents: list[str | None] | None = None
+
+
 class Collection(SplatCollectionMixin):
     """A named set of items of one dimension and metric. Thread-safe."""
 
@@ -108,7 +121,9 @@ class Collection(SplatCollectionMixin):
         self._record = record
         self.embedding_function = embedding_function
         self._lock = RWLock()
-        self._mirror = CollectionMirror(record.dim, record.metric)
+        settings = index_settings or IndexSettings()
+        disk = store.path / "mirrors" / record.uuid if settings.disk_mirror else None
+        self._mirror = CollectionMirror(record.dim, record.metric, disk_directory=disk)
         self._seen_data_version = threading.local()
         self._indexer = IndexManager(
             store.path / "indexes" / record.uuid,
@@ -116,7 +131,7 @@ class Collection(SplatCollectionMixin):
             record.id,
             self._mirror,
             self._lock,
-            index_settings or IndexSettings(),
+            settings,
         )
         with self._lock.write():
             self._mirror.load(store, record.id)
@@ -153,6 +168,60 @@ class Collection(SplatCollectionMixin):
         self._catch_up()
         with self._lock.read():
             return self._mirror.count
+
+    @property
+    def version(self) -> int:
+        """The collection's state version: it changes with every committed write (any process)."""
+        self._catch_up()
+        with self._lock.read():
+            return int(self._mirror.version)
+
+    def export_vectors(
+        self, source: str = "mirror", *, include_metadata: bool = False, include_documents: bool = False
+    ) -> VectorExport:
+        """Every live item in one pass, for bulk readers (the data lake, Parquet export).
+
+        ``source="mirror"``: the search vectors (unit rows for cosine) in one gather from RAM;
+        ``"store"``: the vectors as stored, in one SQLite read transaction. Metadata and
+        documents come from the store, in the same transaction as the vectors (which keep
+        the form ``source`` names).
+        """
+        if source not in ("mirror", "store"):
+            raise InvalidArgumentError(f"source must be 'mirror' or 'store', got {source!r}")
+        if source == "mirror" and not (include_metadata or include_documents):
+            self._catch_up()
+            with self._lock.read():
+                mirror = self._mirror
+                slots = mirror.live_slots()
+                vectors = np.ascontiguousarray(mirror.vectors[slots], dtype=np.float32)
+                return VectorExport(
+                    [mirror.ids[s] for s in slots], vectors, mirror.rowids[slots].copy(), int(mirror.version)
+                )
+        columns = f"rowid, id, vector, {'metadata' if include_metadata else 'NULL'}, " + (
+            "document" if include_documents else "NULL"
+        )
+        with translate_sqlite_errors("exporting vectors"):
+            conn = self._store.reader
+            conn.execute("BEGIN")
+            try:
+                version = int(self._store.state(self._record.id, conn)[0])
+                rows = conn.execute(
+                    f"SELECT {columns} FROM items WHERE collection_id = ? ORDER BY rowid", (self._record.id,)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        n = len(rows)
+        vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(n, self.dim)
+        if source == "mirror":
+            vectors = search_form(vectors, self.metric)
+        return VectorExport(
+            ids=[r[1] for r in rows],
+            vectors=np.array(vectors, dtype=np.float32, order="C"),
+            rowids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
+            version=version,
+            metadatas=[r[3] for r in rows] if include_metadata else None,
+            documents=[r[4] for r in rows] if include_documents else None,
+        )
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -484,6 +553,7 @@ class Collection(SplatCollectionMixin):
 
         ``include=["energy"]`` adds each hit's splat energy. ``splat_lambda`` λ ≠ 0 re-ranks
         4·n_results candidates by ``similarity + λ·log α`` (docs/splats.md, "Collections").
+        After ``consolidate()``, ``lod=0`` returns at most one member of each near-duplicate group.
         """
         queries = self._queries(query_embeddings, query_texts)
         k = check.positive_int(n_results, "n_results")
@@ -495,9 +565,7 @@ class Collection(SplatCollectionMixin):
         self._catch_up()
         with self._lock.read():
             mask = self._filter_mask(where, where_document)
-            distances, slots = self._search(queries, self._splat_fetch_k(k, splat_lambda), mask, search)
-            if splat_lambda:
-                distances, slots = self._splat_rerank(distances, slots, k, splat_lambda)
+            distances, slots = self._splat_search(queries, k, mask, search, splat_lambda)
             self._splats_record_hits(slots)
             result = self._assemble_query(distances, slots, fields)
             if Include.ENERGY in fields:
@@ -548,8 +616,10 @@ class Collection(SplatCollectionMixin):
             )
             for lod, distances, rowids in levels:
                 elapsed = time.perf_counter() - started
-                slots = self._indexer.to_slots(rowids[None, :])
-                yield ProgressiveResult(lod, elapsed, self._assemble_query(distances[None, :], slots, fields))
+                distances, slots = distances[None, :], self._indexer.to_slots(rowids[None, :])
+                if lod == 0:  # one row per consolidated near-duplicate group (docs/splats.md)
+                    distances, slots = self._splat_lod0_level(queries, k, mask, search, distances, slots)
+                yield ProgressiveResult(lod, elapsed, self._assemble_query(distances, slots, fields))
 
     def create_index(self, params: HRM2Params | None = None, **overrides: Any) -> dict[str, Any]:
         """Build (or rebuild) the HRM2 index now and return its statistics.
@@ -693,12 +763,14 @@ class Collection(SplatCollectionMixin):
         with self._lock.write():
             self._splats_close()
             self._indexer.close()
+            self._mirror.close()
 
     def _drop(self) -> None:
         """The collection was deleted: remove its derived files."""
         self._indexer.stop()
         with self._lock.write():
             self._indexer.drop()
+            self._mirror.drop()
 
     def modify(self, metadata: dict[str, Any] | None = _UNSET) -> None:
         """Replace the collection's own metadata."""

@@ -51,6 +51,13 @@ class IndexSettings:
     params: HRM2Params = field(default_factory=HRM2Params)
     background: bool = True  # build and retrain in a background thread
     tiers: TierConfig | None = None  # serve the saved index from disk through RAM/GPU tiers
+    # keep the mirror's vectors in a memory-mapped file (docs/memory.md); None: when tiers is set
+    mirror_on_disk: bool | None = None
+
+    @property
+    def disk_mirror(self) -> bool:
+        """Whether collections keep their mirror's vectors on disk."""
+        return self.tiers is not None if self.mirror_on_disk is None else bool(self.mirror_on_disk)
 
 
 class IndexManager:

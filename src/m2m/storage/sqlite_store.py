@@ -492,14 +492,21 @@ class SQLiteStore:
         ).fetchone()[0]
 
     def scan_items(
-        self, collection_id: int, conn: sqlite3.Connection | None = None, batch: int = 20_000
-    ) -> Iterator[list[tuple[int, str, bytes, str | None, int]]]:
-        """Every item of a collection as ``(rowid, id, vector, metadata, has_document)``, by rowid."""
+        self,
+        collection_id: int,
+        conn: sqlite3.Connection | None = None,
+        batch: int = 20_000,
+        *,
+        vectors: bool = True,
+    ) -> Iterator[list[tuple[int, str, bytes | None, str | None, int]]]:
+        """Every item of a collection as ``(rowid, id, vector, metadata, has_document)``, by rowid
+        (``vector`` is None with ``vectors=False``)."""
         conn = conn or self.reader
+        column = "vector" if vectors else "NULL"
         cursor = conn.execute(
             # NOT INDEXED: walk the table in rowid order instead of the (collection, id)
             # index plus a sort of every row (3x faster on reopen).
-            "SELECT rowid, id, vector, metadata, document IS NOT NULL FROM items NOT INDEXED "
+            f"SELECT rowid, id, {column}, metadata, document IS NOT NULL FROM items NOT INDEXED "
             "WHERE collection_id = ? ORDER BY rowid",
             (collection_id,),
         )
