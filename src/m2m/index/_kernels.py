@@ -34,20 +34,24 @@ def _compile():
             acc += w[j] * np.float32(codes[i, j])
         return acc
 
-    def scan(codes, starts, ends, w, hbias, slots, allowed, out):  # pragma: no cover - compiled
-        # separate loops (not a branch per row) keep the unfiltered loop branch-free: 20% faster
+    def scan(codes, starts, ends, w, hbias, slots, allowed, out, out_rows):  # pragma: no cover
+        use_bias = hbias.shape[0] > 0
         p = 0
-        if allowed.shape[0] == 0:
+        if allowed.shape[0] > 0:  # filtered: only allowed rows are scored and written, packed
             for r in range(starts.shape[0]):
                 for i in range(starts[r], ends[r]):
-                    out[p] = dot(codes, i, w)
-                    p += 1
-        else:
-            for r in range(starts.shape[0]):
-                for i in range(starts[r], ends[r]):
-                    out[p] = dot(codes, i, w) if allowed[slots[i]] else np.float32(-np.inf)
-                    p += 1
-        if hbias.shape[0] > 0:
+                    if allowed[slots[i]]:
+                        v = dot(codes, i, w)
+                        out[p] = v - hbias[i] if use_bias else v
+                        out_rows[p] = i
+                        p += 1
+            return p
+        # unfiltered: a branch-free loop, then the bias in a second pass
+        for r in range(starts.shape[0]):
+            for i in range(starts[r], ends[r]):
+                out[p] = dot(codes, i, w)
+                p += 1
+        if use_bias:
             p = 0
             for r in range(starts.shape[0]):
                 for i in range(starts[r], ends[r]):
@@ -85,16 +89,20 @@ def scan_ranges(
     hbias: np.ndarray | None = None,
     slots: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
-) -> np.ndarray:
-    """``w · codes[i] - hbias[i]`` for every row ``i`` of the ranges ``[starts, ends)``, in order.
-
-    Rows whose slot is not ``allowed`` score ``-inf``. ``codes`` is int8 (rows, m), C-ordered;
-    ``w`` float32 (m,). Call :func:`available` first.
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(scores, rows)``: ``w · codes[i] - hbias[i]`` for the rows ``i`` of the ranges
+    ``[starts, ends)``, in order. Unfiltered, every row is scored and ``rows`` is None (the
+    caller knows them from the ranges); with ``allowed`` (a mask by slot), only the allowed
+    rows, packed, with their row numbers (selection then runs over the allowed rows only:
+    writing -inf for the others left argpartition 10x the work, and a 10% filter on
+    wordnet-minilm took 1.85 ms per query instead of 0.71 ms).
+    ``codes`` is int8 (rows, m), C-ordered; ``w`` float32 (m,). Call :func:`available` first.
     """
     n = int((ends - starts).sum())
     out = np.empty(n, np.float32)
     mask = allowed is not None
-    _scan(
+    out_rows = np.empty(n if mask else 0, np.int64)
+    p = _scan(
         codes,
         starts,
         ends,
@@ -103,8 +111,9 @@ def scan_ranges(
         slots if mask else _EMPTY_I64,
         allowed if mask else _EMPTY_BOOL,
         out,
+        out_rows,
     )
-    return out
+    return (out[:p], out_rows[:p]) if mask else (out, None)
 
 
 def scan_block(codes: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -112,4 +121,4 @@ def scan_block(codes: np.ndarray, w: np.ndarray) -> np.ndarray:
     tiered list scored on its own gets the very scores the in-memory scan gives)."""
     codes = np.ascontiguousarray(codes)
     n = codes.shape[0]
-    return scan_ranges(codes, np.zeros(1, np.int64), np.full(1, n, np.int64), w)
+    return scan_ranges(codes, np.zeros(1, np.int64), np.full(1, n, np.int64), w)[0]

@@ -149,14 +149,15 @@ def scan_one(ix, qv: np.ndarray, lists: np.ndarray, allowed, depth: int) -> tupl
     similarity = qv·code - bias/alpha (the per-query constant is left to the callers); the
     bias (``||x||²`` for l2, ``inf`` for removed rows) is skipped when it is all zero.
     int8 codes in memory are scored by the compiled kernel over the probed ranges (filter and
-    bias fused; disallowed rows score -inf). Otherwise list by list: unfiltered, each probed
-    list's block is scored where it lies (one product per list: copying the probed codes cost
-    more than scoring them, measured); filtered, only the allowed rows are gathered and scored.
+    bias fused; with a filter only the allowed rows come back). Otherwise list by list:
+    unfiltered, each probed list's block is scored where it lies (one product per list:
+    copying the probed codes cost more than scoring them, measured); filtered, only the
+    allowed rows are gathered and scored.
     """
     codes = ix._codes
     if codes.dtype == np.int8 and type(codes) is np.ndarray and _kernels.available():
         starts, ends = _ranges(ix, lists)
-        s = _kernels.scan_ranges(
+        s, rows = _kernels.scan_ranges(
             codes,
             starts,
             ends,
@@ -165,7 +166,6 @@ def scan_one(ix, qv: np.ndarray, lists: np.ndarray, allowed, depth: int) -> tupl
             ix._slots if allowed is not None else None,
             None if allowed is None else np.ascontiguousarray(allowed),
         )
-        rows = None
     elif allowed is None:
         cb = ix._code_blocks
         parts = [_score(cb[j], qv) for j in lists.tolist()]
