@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -55,6 +56,47 @@ def test_export_vectors_mirror_and_store_agree(collection):
     np.testing.assert_array_equal(store.vectors, raw)
     np.testing.assert_allclose(mirror.vectors, _unit(raw), atol=1e-6)  # cosine: search form
     assert store.metadatas[5] == '{"i":5}'
+
+
+def test_collection_export_vectors_is_the_public_snapshot(collection):
+    """``Collection.export_vectors``: every live item once, in insertion order, vectors equal
+    to what ``get`` returns (search form from the mirror, raw from the store), one version."""
+    got = collection.get(include=["embeddings", "metadatas", "documents"])
+    raw = np.stack(got["embeddings"])
+    v0 = collection.version
+    mirror = collection.export_vectors()
+    store = collection.export_vectors("store", include_metadata=True, include_documents=True)
+    both = collection.export_vectors("mirror", include_documents=True)
+    assert mirror.ids == store.ids == both.ids == got["ids"]
+    assert mirror.version == store.version == both.version == v0
+    np.testing.assert_array_equal(store.vectors, raw)
+    np.testing.assert_allclose(mirror.vectors, _unit(raw), atol=1e-6)
+    np.testing.assert_allclose(both.vectors, mirror.vectors, atol=1e-7)
+    assert [None if m is None else json.loads(m) for m in store.metadatas] == got["metadatas"]
+    assert store.documents == both.documents == got["documents"] and mirror.metadatas is None
+    assert np.all(np.diff(store.rowids) > 0) and np.array_equal(store.rowids, mirror.rowids)
+    collection.delete(ids=["id0003"])
+    after = collection.export_vectors()
+    assert collection.version != v0 and after.version == collection.version
+    assert after.ids == [i for i in got["ids"] if i != "id0003"]
+    with pytest.raises(InvalidArgumentError):
+        collection.export_vectors("disk")
+
+
+def test_importance_sampling_counts_a_consolidated_group_once(client):
+    rng = np.random.default_rng(4)
+    base = _unit(rng.standard_normal((200, DIM)))
+    dups = _unit(base[:10] + 0.01 * rng.standard_normal((10, DIM)))  # items 0..9 get a twin each
+    col = client.create_collection("dup", DIM)
+    col.add([str(i) for i in range(210)], np.vstack([base, dups]).astype(np.float32))
+    col.consolidate(threshold=0.99)
+    dataset = SplatLakeDataset(col, 64, importance_sampling=True, seed=0)
+    snap = dataset.snapshot
+    energy = mixture_energy(dataset.splats.mixture, _unit(snap.vectors))
+    g = np.where(np.isin(np.arange(210), list(range(10)) + list(range(200, 210))), 2.0, 1.0)
+    expect = importance_probabilities(energy, 1.0 / g, dataset.importance_floor)
+    np.testing.assert_allclose(dataset.probabilities, expect, rtol=1e-12)
+    assert dataset.probabilities.min() > 0  # members stay drawable: weights 1/(N p) stay unbiased
 
 
 def test_plain_epoch_streams_every_item_once_in_order(collection):

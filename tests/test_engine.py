@@ -230,3 +230,21 @@ def test_engine_dataloader_covers_every_item_once(make_engine):
     eng.add_splats(clustered_vectors(250, 16))
     seen = [b["index"] for b in eng.export_to_dataloader(batch_size=64, shuffle=True, seed=1)]
     assert sorted(torch.cat(seen).tolist()) == list(range(250))
+
+
+def test_generate_draws_new_vectors_near_the_stored_ones(make_engine):
+    eng = make_engine()
+    data = clustered_vectors(400, 16)
+    eng.add_splats(data)
+    unit = data / np.linalg.norm(data, axis=1, keepdims=True)
+    s = eng.generate(500, seed=1)
+    assert isinstance(s, np.ndarray) and s.shape == (500, 16)
+    np.testing.assert_allclose(np.linalg.norm(s, axis=1), 1.0, atol=1e-5)
+    nearest = np.max(s @ unit.T, axis=1)
+    assert nearest.max() < 0.999 and abs(np.mean(nearest) - 0.98) < 0.01  # not copies: cos ≈ 0.98
+    near = torch.from_numpy(unit[7])
+    t = eng.generate(50, near=near, seed=2)
+    assert isinstance(t, torch.Tensor) and t.shape == (50, 16)
+    parents = set(np.argsort(-(unit @ unit[7]))[:32].tolist())  # near: parents among its 32 nearest
+    assert set(np.argmax(t.numpy() @ unit.T, axis=1).tolist()) <= parents
+    np.testing.assert_array_equal(eng.generate(5, seed=3), eng.generate(5, seed=3))

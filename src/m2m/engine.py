@@ -367,6 +367,36 @@ class M2MEngine:
             "splat": labels,
         }
 
+    def generate(
+        self,
+        n: int,
+        near: Any = None,
+        *,
+        steps: int = 200,
+        step_size: float | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        source: str = "items",
+    ) -> Any:
+        """n synthetic unit vectors by Langevin sampling on the splat energy
+        (``Collection.generate``; docs/splats.md). ``near``: an id, or a vector (NumPy or
+        torch). A torch ``near`` gives a torch tensor on its device, otherwise NumPy."""
+        near_np = _to_numpy(near, "near") if _is_torch(near) else near
+        out = self.collection.generate(
+            n,
+            near_np,
+            steps=steps,
+            step_size=step_size,
+            temperature=temperature,
+            seed=seed,
+            source=source,
+        )
+        if _is_torch(near):
+            import torch
+
+            return torch.from_numpy(out).to(near.device)
+        return out
+
     # -- data lake -------------------------------------------------------------------------------------
 
     def export_to_dataloader(
@@ -411,7 +441,7 @@ class M2MEngine:
         memory["mirror_vector_bytes_allocated"] = int(mirror.vectors.nbytes)
         memory["index_bytes"] = None if index is None else index.get("bytes")
         splats = collection.splat_statistics()
-        # The avalanche scan queries every item's neighbours: computed here only for small
+        # The near-duplicate join costs seconds on 100K items: computed here only for small
         # collections, otherwise the last one computed (collection.criticality()) is reported.
         criticality = (
             collection.criticality(self.config.soc_threshold)

@@ -1,12 +1,10 @@
 """Reading a whole collection out at once: vector snapshots, Arrow tables, Parquet files,
 and the vMF splat mixture fitted to the stored vectors.
 
-``export_vectors`` is the data lake's fast path. It copies the live search vectors out of
-the collection's in-memory mirror in one gather (``source="mirror"``), or reads the raw
-float32 blobs in one SQLite scan (``source="store"``), instead of paging through
-``Collection.get``. Both use private collection attributes (``_mirror``, ``_store``,
-``_record``, ``_lock``); the public replacement proposed to the lead is
-``Collection.export_vectors(source=...) -> (ids, vectors)`` plus ``Collection.version``.
+``export_vectors`` is the data lake's fast path, over the public
+``Collection.export_vectors``: the live search vectors copied out of the collection's
+in-memory mirror in one gather (``source="mirror"``), or the raw float32 blobs read in one
+SQLite scan (``source="store"``), instead of paging through ``Collection.get``.
 
 ``mixture_from_collection`` (from ``m2m.splats.layer``) builds the splat mixture the data
 lake samples from: one vMF splat per HRM2 fine list (or per k-means cluster when the
@@ -26,7 +24,6 @@ import numpy as np
 from m2m._optional import require
 from m2m.errors import InvalidArgumentError
 from m2m.splats.layer import FittedSplats, mixture_from_collection
-from m2m.storage.mirror import search_form
 from m2m.types import Metric
 
 __all__ = [
@@ -69,9 +66,8 @@ class VectorSnapshot:
 
 
 def collection_version(collection: Any) -> int:
-    """The collection's state version after catching up with other writers (private attributes)."""
-    collection._catch_up()
-    return int(collection._mirror.version)
+    """The collection's state version after catching up with other writers."""
+    return int(collection.version)
 
 
 def export_vectors(
@@ -81,7 +77,7 @@ def export_vectors(
     include_metadata: bool = False,
     include_documents: bool = False,
 ) -> VectorSnapshot:
-    """Every live item's id and vector in one pass (see the module docstring).
+    """Every live item's id and vector in one pass (``Collection.export_vectors``).
 
     ``source="mirror"`` copies the search vectors (unit rows for cosine) from RAM at about
     memory bandwidth; ``source="store"`` reads the raw stored vectors from SQLite in one
@@ -90,69 +86,33 @@ def export_vectors(
     """
     if source not in _SOURCES:
         raise InvalidArgumentError(f"source must be one of {_SOURCES}, got {source!r}")
-    if source == "store" or include_metadata or include_documents:
-        snap = _scan_store(collection, include_metadata, include_documents)
-        if source == "mirror":  # same vectors as the mirror holds: the search form
-            snap.vectors = np.ascontiguousarray(search_form(snap.vectors, snap.metric))
-            snap.source = "mirror"
-        return snap
-    collection._catch_up()
-    with collection._lock.read():
-        mirror = collection._mirror
-        slots = mirror.live_slots()
-        vectors = np.ascontiguousarray(mirror.vectors[slots], dtype=np.float32)
-        ids = [mirror.ids[s] for s in slots]
-        rowids = mirror.rowids[slots].copy()
-        version = int(mirror.version)
-    return VectorSnapshot(ids, vectors, rowids, version, collection.metric, "mirror")
-
-
-def _scan_store(collection: Any, metadata: bool, documents: bool) -> VectorSnapshot:
-    from m2m.storage.sqlite_store import translate_sqlite_errors
-
-    store, record = collection._store, collection._record
-    columns = (
-        "rowid, id, vector"
-        + (", metadata" if metadata else ", NULL")
-        + (", document" if documents else ", NULL")
+    out = collection.export_vectors(
+        source, include_metadata=include_metadata, include_documents=include_documents
     )
-    with translate_sqlite_errors("exporting vectors"):
-        conn = store.reader
-        conn.execute("BEGIN")
-        try:
-            version = int(store.state(record.id, conn)[0])
-            rows = conn.execute(
-                f"SELECT {columns} FROM items WHERE collection_id = ? ORDER BY rowid", (record.id,)
-            ).fetchall()
-        finally:
-            conn.execute("COMMIT")
-    n, dim = len(rows), collection.dim
-    rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-    blob = b"".join(r[2] for r in rows)
-    vectors = np.frombuffer(blob, dtype="<f4").reshape(n, dim).astype(np.float32, copy=True)
     return VectorSnapshot(
-        ids=[r[1] for r in rows],
-        vectors=vectors,
-        rowids=rowids,
-        version=version,
+        ids=out.ids,
+        vectors=out.vectors,
+        rowids=out.rowids,
+        version=out.version,
         metric=collection.metric,
-        source="store",
-        metadatas=[r[3] for r in rows] if metadata else None,
-        documents=[r[4] for r in rows] if documents else None,
+        source=source,
+        metadatas=out.metadatas,
+        documents=out.documents,
     )
 
 
 def item_alpha(collection: Any, ids: list[str]) -> np.ndarray:
-    """Per-item splat amplitude α used by importance sampling.
+    """Per-item sampling weight used by importance sampling.
 
-    ``collection.splat_alpha(ids)`` (decayed hits and feedback, see docs/splats.md) when the
-    collection has the splat layer, else the splat default α = 1.
+    ``collection.splat_sampling_alpha(ids)`` when the collection has the splat layer: α
+    (decayed hits and feedback, see docs/splats.md) divided by the live size of the item's
+    consolidated near-duplicate group, so a group counts once; else the splat default α = 1.
     """
-    getter = getattr(collection, "splat_alpha", None)
+    getter = getattr(collection, "splat_sampling_alpha", None)
     if getter is not None:
         alpha = np.asarray(getter(ids), dtype=np.float64)
         if alpha.shape != (len(ids),) or not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
-            raise InvalidArgumentError("collection.splat_alpha must return one finite α >= 0 per id")
+            raise InvalidArgumentError("collection.splat_sampling_alpha must return one finite α >= 0 per id")
         return alpha
     return np.ones(len(ids), dtype=np.float64)
 

@@ -1,12 +1,14 @@
-"""Splat methods of a collection: energy, novelty, gaps, feedback, ranking, SOC, generation.
+"""Splat methods of a collection: energy, novelty, gaps, feedback, ranking (SOC,
+consolidated groups and generation are in its base, ``groups_api.SplatGroupsMixin``).
 
 ``SplatCollectionMixin`` is inherited by :class:`m2m.collection.Collection`. It uses the
-collection's private ``_mirror``, ``_lock``, ``_indexer``, ``_catch_up`` and ``delete``, and
-keeps its state in a :class:`~m2m.splats.layer.SplatLayer` created on first use. The
-collection calls ``_splats_on_changes(changes)`` after every write (write lock held),
-``_splats_record_hits(slots, n_queries)`` for the slots a query returns, and
-``_splat_rerank`` / ``_splat_query_energies`` in ``query`` (see docs/splats.md,
-"Collections").
+collection's private ``_mirror``, ``_lock``, ``_indexer``, ``_search``, ``_catch_up`` and
+``delete``, and keeps its state in a :class:`~m2m.splats.layer.SplatLayer` created on first
+use. The collection calls ``_splats_on_changes(changes)`` after every write (write lock
+held), ``_splats_record_hits(slots, n_queries)`` for the slots a query returns,
+``_splat_search`` (search + splat-aware ranking + the LOD 0 group collapse) and
+``_splat_query_energies`` in ``query``, and ``_splat_lod0_level`` for the LOD 0 step of
+``query_progressive`` (see docs/splats.md, "Collections").
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from m2m.errors import InvalidArgumentError, ItemNotFoundError
 from m2m.splats import energy as _energy
+from m2m.splats.groups_api import SplatGroupsMixin
 from m2m.splats.layer import (
     SplatLayer,
     SplatSettings,
@@ -29,15 +32,12 @@ from m2m.splats.layer import (
     kmeans_labels,
     unit_rows,
 )
-from m2m.splats.soc import avalanche_scan
-from m2m.splats.soc import consolidate as _consolidate
 from m2m.storage import validation as check
 from m2m.storage.mirror import search_form
 from m2m.types import Metric
 
 _CREATE_LOCK = threading.Lock()
 RERANK_FACTOR = 4  # splat-aware ranking re-ranks this many times n_results candidates
-DEFAULT_SOC_THRESHOLD = 0.8
 
 
 @dataclass(frozen=True)
@@ -52,56 +52,7 @@ class CollectionGaps:
     nearest_similarities: np.ndarray  # (g, k) their cosine similarities
 
 
-@dataclass(frozen=True)
-class ConsolidationReport:
-    """What ``consolidate`` found (and removed with ``dedupe=True``)."""
-
-    threshold: float
-    groups: list[list[str]]  # ids of each near-duplicate group (≥ 2 items), largest first
-    representatives: list[str]  # the item kept for each group
-    avalanche_sizes: np.ndarray  # items toppled per avalanche, in scan order
-    criticality: dict[str, Any]
-    n_deleted: int  # items removed (dedupe=True), 0 otherwise
-
-
-def _regime(largest_fraction: float, susceptibility: float) -> str:
-    if largest_fraction >= 0.1:
-        return "supercritical"
-    if largest_fraction >= 0.01 or susceptibility >= 1.0:
-        return "near-critical"
-    return "subcritical"
-
-
-def _stats_dict(stats: Any, version: int, k: int) -> dict[str, Any]:
-    pl = stats.power_law
-    return {
-        "threshold": stats.threshold,
-        "n_items": stats.n_items,
-        "n_edges": stats.n_edges,
-        "n_toppled": stats.n_toppled,
-        "n_avalanches": stats.n_avalanches,
-        "mean_avalanche_size": stats.mean_avalanche_size,
-        "branching_ratio": None if math.isnan(stats.branching_ratio) else stats.branching_ratio,
-        "offspring_ratio": stats.offspring_ratio,
-        "mean_degree": stats.mean_degree,
-        "largest_fraction": stats.largest_fraction,
-        "susceptibility": stats.susceptibility,
-        "power_law": None
-        if pl is None
-        else {
-            "tau": pl.tau,
-            "stderr": pl.stderr,
-            "s_min": pl.s_min,
-            "ks_distance": pl.ks_distance,
-            "n_tail": pl.n_tail,
-        },
-        "regime": _regime(stats.largest_fraction, stats.susceptibility),
-        "version": int(version),
-        "k": int(k),
-    }
-
-
-class SplatCollectionMixin:
+class SplatCollectionMixin(SplatGroupsMixin):
     """Splat-layer methods for :class:`~m2m.collection.Collection` (see the module docstring)."""
 
     splat_settings: SplatSettings = SplatSettings()
@@ -399,241 +350,3 @@ class SplatCollectionMixin:
                 "merged_items": int(sum(len(v) for v in layer.merged.values())),
                 "criticality": layer.criticality,
             }
-
-    # -- SOC ------------------------------------------------------------------------------------------
-
-    def _splat_neighbor_fn(self, x: np.ndarray, slots: np.ndarray):
-        """Neighbours among the rows of ``x`` (live items, unit) through the collection's search:
-        the HRM2 index for cosine collections that have one, else exact cosine."""
-        index = self._indexer.index if self.metric == Metric.COSINE else None
-        if index is None:
-
-            def exact(batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-                sims = np.asarray(batch, dtype=np.float32) @ x.T
-                k = min(k, x.shape[0])
-                idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-                return np.take_along_axis(sims, idx, axis=1), idx
-
-            return exact
-        pos_of_rowid = {int(r): i for i, r in enumerate(self._mirror.rowids[slots])}
-
-        def via_index(batch: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-            q = np.ascontiguousarray(batch, dtype=np.float32)
-            _, rowids = index.search(q, k)
-            idx = np.asarray([pos_of_rowid.get(int(r), -1) for r in rowids.ravel()], dtype=np.int64).reshape(
-                rowids.shape
-            )
-            sims = np.einsum("bd,bkd->bk", q, x[np.maximum(idx, 0)])
-            return np.where(idx >= 0, sims, -np.inf), idx
-
-        return via_index
-
-    def criticality(
-        self, threshold: float | None = None, *, k: int = 16, refresh: bool = False
-    ) -> dict[str, Any]:
-        """Avalanche statistics of the near-duplicate graph at ``threshold`` (default 0.8).
-
-        Items are linked when their cosine similarity is ≥ threshold (neighbours found
-        through the collection's search); connected groups are avalanches. Returned:
-        branching ratio σ, offspring ratio, largest group fraction, susceptibility χ,
-        the power-law fit of avalanche sizes, and ``regime``: ``subcritical`` (largest
-        group < 1% of items and χ < 1: near-duplicates form small, isolated groups, safe to
-        consolidate), ``near-critical`` (χ ≥ 1 or largest ≥ 1%: chains of similarity start
-        to join topics, a dedup threshold here would merge distinct items),
-        ``supercritical`` (a group holds ≥ 10%). Cached until the collection changes.
-        """
-        t = DEFAULT_SOC_THRESHOLD if threshold is None else float(threshold)
-        if not 0.0 < t <= 1.0:
-            raise InvalidArgumentError(f"threshold must be in (0, 1], got {threshold!r}")
-        self._catch_up()
-        with self._lock.read():
-            layer = self._splat_layer
-            cached = layer.criticality
-            if (
-                not refresh
-                and cached is not None
-                and cached["threshold"] == t
-                and cached["version"] == self._mirror.version
-                and cached["k"] == k
-            ):
-                return cached
-            if self._mirror.count < 2:  # no pairs: nothing can topple
-                return {
-                    "threshold": t, "n_items": self._mirror.count, "n_edges": 0, "n_toppled": 0,
-                    "n_avalanches": 0, "mean_avalanche_size": 0.0, "branching_ratio": None,
-                    "offspring_ratio": 0.0, "mean_degree": 0.0, "largest_fraction": 0.0,
-                    "susceptibility": 0.0, "power_law": None, "regime": "subcritical",
-                    "version": int(self._mirror.version), "k": int(k),
-                }  # fmt: skip
-            slots, x = self._splat_live()
-            result = avalanche_scan(x, t, self._splat_neighbor_fn(x, slots), k=k)
-            stats = _stats_dict(result.stats, self._mirror.version, k)
-            layer.criticality = stats
-            layer.dirty = True
-            return stats
-
-    def consolidate(
-        self, threshold: float = DEFAULT_SOC_THRESHOLD, dedupe: bool = False, *, k: int = 16
-    ) -> ConsolidationReport:
-        """Find near-duplicate groups (cosine ≥ threshold, chained) and summarise each as a
-        consolidated splat (α-weighted mean direction, κ from R̄, α = the group's share of all
-        items' α); persisted with the splat layer. The representative of a group is its
-        member with the largest α (ties: the one nearest the group's mean direction).
-
-        ``dedupe=True`` also deletes the other members (one ``delete`` transaction) and
-        records their ids under the representative (``merged_ids(rep)``), in the splat
-        files (``state.json``, map ``merged``: representative id → merged ids), not in metadata.
-        """
-        t = float(threshold)
-        if not 0.0 < t <= 1.0:
-            raise InvalidArgumentError(f"threshold must be in (0, 1], got {threshold!r}")
-        if not isinstance(dedupe, bool):
-            raise InvalidArgumentError("dedupe must be True or False")
-        self._catch_up()
-        with self._lock.read():
-            layer = self._splat_layer
-            if self._mirror.count < 2:
-                raise InvalidArgumentError("consolidate needs at least 2 items")
-            slots, x = self._splat_live()
-            ids = [self._mirror.ids[s] for s in slots]
-            rowids = self._mirror.rowids[slots]
-            alpha = layer.alpha(slots)
-            result = avalanche_scan(x, t, self._splat_neighbor_fn(x, slots), k=k)
-            cons = _consolidate(result.groups, x, weights=alpha)
-            reps = []
-            for g, mu in zip(result.groups, cons.mu, strict=True):
-                order = np.lexsort((-(x[g] @ mu), -alpha[g]))  # α first, then nearness to μ
-                reps.append(int(g[order[0]]))
-            members = np.concatenate(result.groups) if result.groups else np.zeros(0, np.int64)
-            offsets = np.cumsum([0] + [len(g) for g in result.groups]).astype(np.int64)
-            stats = _stats_dict(result.stats, self._mirror.version, k)
-            layer.consolidated = {
-                "mu": cons.mu,
-                "kappa": cons.kappa,
-                "alpha": cons.alpha,
-                "members": rowids[members],
-                "offsets": offsets,
-                "representatives": rowids[np.asarray(reps, dtype=np.int64)],
-                "avalanche_sizes": np.asarray(result.avalanche_sizes, dtype=np.int64),
-                "threshold": t,
-                "version": int(self._mirror.version),
-            }
-            layer.criticality = stats
-            self._splat_save(layer)
-        groups = [[ids[i] for i in g] for g in result.groups]
-        rep_ids = [ids[r] for r in reps]
-        n_deleted = 0
-        if dedupe and groups:
-            redundant = {rep: [i for i in g if i != rep] for rep, g in zip(rep_ids, groups, strict=True)}
-            n_deleted = self.delete(ids=[i for rest in redundant.values() for i in rest])
-            with self._lock.read():
-                for rep, rest in redundant.items():
-                    merged = layer.merged.setdefault(rep, [])
-                    for item in rest:
-                        merged.append(item)
-                        merged.extend(layer.merged.pop(item, []))  # transitively
-                self._splat_save(layer)
-        return ConsolidationReport(t, groups, rep_ids, np.asarray(result.avalanche_sizes), stats, n_deleted)
-
-    def consolidated_splats(self) -> dict[str, Any] | None:
-        """The last consolidation's splats: ``mu``, ``kappa``, ``alpha``, member ids per group
-        (items deleted since are left out), representative ids, threshold; None if never run."""
-        with self._lock.read():
-            cons = self._splat_layer.consolidated
-            if cons is None:
-                return None
-            lookup = self._mirror.slot_of_rowid.get
-            mirror_ids = self._mirror.ids
-
-            def id_of(rowid: int) -> str | None:
-                slot = lookup(int(rowid))
-                return None if slot is None else mirror_ids[slot]
-
-            off = cons["offsets"]
-            members = [
-                [i for i in (id_of(r) for r in cons["members"][off[j] : off[j + 1]]) if i is not None]
-                for j in range(len(off) - 1)
-            ]
-            return {
-                "mu": cons["mu"],
-                "kappa": cons["kappa"],
-                "alpha": cons["alpha"],
-                "members": members,
-                "representatives": [id_of(r) for r in cons["representatives"]],
-                "avalanche_sizes": cons["avalanche_sizes"],
-                "threshold": cons["threshold"],
-            }
-
-    def merged_ids(self, item_id: str) -> list[str]:
-        """Ids that ``consolidate(dedupe=True)`` merged into ``item_id`` (its representative)."""
-        with self._lock.read():
-            return list(self._splat_layer.merged.get(item_id, []))
-
-    # -- generation ---------------------------------------------------------------------------------
-
-    def generate(
-        self,
-        n: int,
-        near: Any = None,
-        *,
-        steps: int = 200,
-        step_size: float | None = None,
-        temperature: float = 1.0,
-        seed: int | None = None,
-        source: str = "clusters",
-        item_similarity: float = 0.98,
-    ) -> np.ndarray:
-        """n new unit vectors from the splat model.
-
-        ``source="clusters"`` (default): MALA Langevin chains (``langevin_sample``, ``steps``,
-        ``step_size``) targeting ``exp(−E/T)`` of the cluster mixture; chains start in the
-        mixture's typical set, or all at ``near`` (a vector, or the id of a stored item).
-        ``source="items"``: exact draws from the item-splat mixture ``Σ α_i vMF(μ_i, κ_s)``
-        (a smoothed bootstrap weighted by usage α), κ_s set so that a sample's expected cosine
-        to its parent item is ``item_similarity`` (``A_d(κ_s)``), divided by T; with ``near``
-        the parents are the 32 items nearest to it.
-        """
-        from m2m.splats.langevin import langevin_sample
-        from m2m.splats.vmf import estimate_kappa, sample_vmf
-
-        n = check.positive_int(n, "n")
-        steps = check.positive_int(steps, "steps")
-        if source not in ("clusters", "items"):
-            raise InvalidArgumentError(f"source must be 'clusters' or 'items', got {source!r}")
-        if not (isinstance(temperature, int | float) and 0 < temperature < math.inf):
-            raise InvalidArgumentError(f"temperature must be a positive finite number, got {temperature!r}")
-        if not (isinstance(item_similarity, int | float) and 0 < item_similarity < 1):
-            raise InvalidArgumentError(f"item_similarity must be in (0, 1), got {item_similarity!r}")
-        init = None
-        self._catch_up()
-        with self._lock.read():
-            if isinstance(near, str):
-                _, slot = self._splat_slots([near])
-                init = unit_rows(self._mirror.vectors[slot].astype(np.float64))
-            elif near is not None:
-                init, _ = self._splat_unit(near, "near")
-                if len(init) != 1:
-                    raise InvalidArgumentError("near must be one vector or one id")
-            if source == "items":
-                if self._mirror.count == 0:
-                    raise InvalidArgumentError(f"collection {self.name!r} is empty")
-                slots, x = self._splat_live()
-                alpha = self._splat_layer.alpha(slots)
-            else:
-                mixture = self._splat_mixture()
-        if source == "clusters":
-            out = langevin_sample(
-                mixture, n, init=init, steps=steps, step_size=step_size, temperature=temperature, rng=seed
-            )
-            return np.asarray(out, dtype=np.float32)
-        rng = np.random.default_rng(seed)
-        if init is not None:
-            sims = x @ init[0].astype(np.float32)
-            top = np.argpartition(-sims, min(32, len(sims)) - 1)[: min(32, len(sims))]
-            x, alpha = x[top], alpha[top]
-        parents = rng.choice(len(x), size=n, p=alpha / alpha.sum())
-        kappa_s = float(estimate_kappa(self.dim, float(item_similarity))) / float(temperature)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        for j, parent in enumerate(parents):
-            out[j] = sample_vmf(x[parent].astype(np.float64), kappa_s, 1, rng)[0]
-        return out

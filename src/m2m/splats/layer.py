@@ -248,6 +248,7 @@ class SplatSettings:
     max_kappa_factor: float = 50.0  # cluster κ ≤ this × median κ (exact duplicates have R̄ = 1)
     calibration_sample: int = 20_000  # stored items whose energies calibrate novelty
     autosave_seconds: float = 30.0  # recorded hits are saved at most this often
+    exact_pairs_max: int = 8192  # SOC: up to this many items every pair is compared, else cluster join
     seed: int = 0
 
 

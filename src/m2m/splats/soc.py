@@ -39,11 +39,13 @@ __all__ = [
     "NeighborFn",
     "PowerLawFit",
     "avalanche_scan",
+    "avalanche_scan_pairs",
     "consolidate",
     "criticality_sweep",
     "find_near_duplicate_groups",
     "fit_power_law",
     "hurwitz_zeta",
+    "threshold_pairs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -374,6 +376,83 @@ def avalanche_scan(
     result = _analyse(x.shape[0], src, dst, float(threshold), trunc)
     logger.debug("avalanche_scan: %s", result.stats)
     return result
+
+
+def threshold_pairs(
+    vectors: np.ndarray,
+    threshold: float,
+    *,
+    labels: np.ndarray | None = None,
+    centres: np.ndarray | None = None,
+    probes: int = 8,
+    block: int = 2048,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(i, j, sim)`` of unit rows with ``x_iᵀx_j ≥ threshold`` (each pair at least once).
+
+    Without ``labels``: exact, every pair (blocked upper triangle, n²d/2 multiply-adds).
+    With a partition (``labels`` (n,) into the rows of ``centres`` (C, d), e.g. the HRM2
+    fine lists): every item is compared with the members of its own cluster and of the
+    ``probes`` clusters whose centres are most similar to it (an inverted-file join,
+    ~n·probes·(n/C)·d multiply-adds, plus n·C·d to choose the probes). A pair is found when
+    either item probes the other's cluster; pairs whose clusters neither item probes are
+    missed (measured edge recall in docs/splats.md). Every pair returned is a true pair.
+    """
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = x.shape[0]
+    t = np.float32(threshold)
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    sim: list[np.ndarray] = []
+
+    def keep(rows: np.ndarray, cols: np.ndarray, s: np.ndarray) -> None:
+        r, c = np.nonzero(s >= t)
+        ok = rows[r] != cols[c]
+        src.append(rows[r[ok]])
+        dst.append(cols[c[ok]])
+        sim.append(s[r[ok], c[ok]].astype(np.float64))
+
+    if labels is None or centres is None or len(centres) <= probes + 1:
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            keep(np.arange(lo, hi), np.arange(lo, n), x[lo:hi] @ x[lo:].T)
+    else:
+        lab = np.asarray(labels, dtype=np.int64)
+        cen = np.ascontiguousarray(centres, dtype=np.float32)
+        n_c = cen.shape[0]
+        p = min(probes, n_c)
+        probe = np.empty((n, p + 1), dtype=np.int64)
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            probe[lo:hi, :p] = np.argpartition(-(x[lo:hi] @ cen.T), p - 1, axis=1)[:, :p]
+        probe[:, p] = lab
+        probe.sort(axis=1)
+        dup = np.zeros(probe.shape, dtype=bool)
+        dup[:, 1:] = probe[:, 1:] == probe[:, :-1]
+        q_item = np.broadcast_to(np.arange(n)[:, None], probe.shape)[~dup]
+        q_clus = probe[~dup]
+        order = np.argsort(q_clus, kind="stable")
+        q_item, q_clus = q_item[order], q_clus[order]
+        q_off = np.searchsorted(q_clus, np.arange(n_c + 1))
+        members = np.argsort(lab, kind="stable")
+        m_off = np.searchsorted(lab[members], np.arange(n_c + 1))
+        for c in range(n_c):
+            rows = q_item[q_off[c] : q_off[c + 1]]
+            cols = members[m_off[c] : m_off[c + 1]]
+            if rows.size and cols.size:
+                keep(rows, cols, x[rows] @ x[cols].T)
+    cat = lambda a, dt: np.concatenate(a).astype(dt) if a else np.zeros(0, dt)  # noqa: E731
+    return cat(src, np.int64), cat(dst, np.int64), cat(sim, np.float64)
+
+
+def avalanche_scan_pairs(
+    n: int, threshold: float, src: np.ndarray, dst: np.ndarray, sims: np.ndarray | None = None
+) -> AvalancheResult:
+    """:func:`avalanche_scan` from given pairs (e.g. :func:`threshold_pairs`), pairs with a
+    similarity below ``threshold`` dropped when ``sims`` is given."""
+    if sims is not None:
+        ok = np.asarray(sims) >= threshold
+        src, dst = np.asarray(src)[ok], np.asarray(dst)[ok]
+    return _analyse(int(n), np.asarray(src, np.int64), np.asarray(dst, np.int64), float(threshold), 0)
 
 
 def find_near_duplicate_groups(
