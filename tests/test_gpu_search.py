@@ -57,9 +57,9 @@ def test_matches_cpu_index_exact_rerank(built, strategy):
         check(ix, g, q[0], 2, 4)  # one query
 
 
-def test_lod1_and_sq8_and_chunks():
+def test_lod1_every_codec_and_chunks():
     x, q = data("cosine", seed=1)
-    for codec in ("pca", "sq8"):
+    for codec in ("pca", "pca8", "sq8"):
         ix = HRM2Index.build(x, np.arange(x.shape[0]), "cosine", HRM2Params(calib_queries=0, codec=codec))
         g = GPUSearch(ix, device="cpu", block_rows=32)
         check(ix, g, q, 1, 6)
