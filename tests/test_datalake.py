@@ -23,6 +23,7 @@ from m2m.datalake import (  # noqa: E402
     to_arrow,
 )
 from m2m.errors import InvalidArgumentError  # noqa: E402
+from test_splat_layer import _ks, wordnet_collection  # noqa: E402, F401 (KS helper, wordnet fixture)
 
 N, DIM = 1000, 16
 
@@ -211,8 +212,16 @@ def test_fast_energy_matches_the_splat_mixture(collection):
     )
 
 
-def test_generated_samples_are_flagged_unit_and_at_the_stated_fraction(collection):
-    dataset = SplatLakeDataset(collection, 100, generate_samples=True, generated_fraction=0.2, seed=4)
+@pytest.mark.parametrize("generation_source", ["items", "clusters"])
+def test_generated_samples_are_flagged_unit_and_at_the_stated_fraction(collection, generation_source):
+    dataset = SplatLakeDataset(
+        collection,
+        100,
+        generate_samples=True,
+        generated_fraction=0.2,
+        seed=4,
+        generation_source=generation_source,
+    )
     batches = _epoch(make_loader(dataset))
     full = [b for b in batches if len(b["vectors"]) == 100]
     assert len(full) >= 12
@@ -220,6 +229,7 @@ def test_generated_samples_are_flagged_unit_and_at_the_stated_fraction(collectio
     real = torch.cat([b["index"][~b["generated"]] for b in batches]).numpy()
     np.testing.assert_array_equal(real, np.arange(N))  # real rows still cover the epoch once
     assert all(bool((b["index"][b["generated"]] == -1).all()) for b in batches)
+    assert all(bool((b["weights"][b["generated"]] == 1).all()) for b in batches)
     gen = torch.cat([b["vectors"][b["generated"]] for b in batches]).numpy().astype(np.float64)
     np.testing.assert_allclose(np.linalg.norm(gen, axis=1), 1.0, atol=1e-5)
     stored = _unit(clustered_vectors(N, DIM, seed=11).astype(np.float64))
@@ -227,7 +237,105 @@ def test_generated_samples_are_flagged_unit_and_at_the_stated_fraction(collectio
     assert np.all(nearest < 1 - 1e-6)  # new points, not copies
     noise = _unit(np.random.default_rng(0).standard_normal((len(gen), DIM)))
     assert nearest.mean() > (noise @ stored.T).max(axis=1).mean() + 0.2  # on the data, not noise
-    assert dataset.splats is not None
+    # the default needs no cluster fit (item splats); the cluster source fits the mixture
+    assert (dataset.splats is None) == (generation_source == "items")
+
+
+def _generated(dataset, epoch: int, num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(real row indices, generated rows) of one epoch."""
+    dataset.set_epoch(epoch)
+    batches = _epoch(make_loader(dataset, num_workers=num_workers))
+    real = torch.cat([b["index"][~b["generated"]] for b in batches]).numpy()
+    gen = torch.cat([b["vectors"][b["generated"]] for b in batches]).numpy()
+    return real, gen
+
+
+def test_generated_rows_are_reproducible_per_epoch_and_sharded_by_workers(collection):
+    def lake(seed: int) -> SplatLakeDataset:
+        return SplatLakeDataset(collection, 100, shuffle=True, generate_samples=True, seed=seed)
+
+    real0, gen0 = _generated(lake(5), 0)
+    real0b, gen0b = _generated(lake(5), 0)
+    np.testing.assert_array_equal(real0, real0b)
+    np.testing.assert_array_equal(gen0, gen0b)  # same seed and epoch: the same rows
+    _, gen1 = _generated(lake(5), 1)
+    _, other = _generated(lake(6), 0)
+    assert not np.array_equal(gen0, gen1) and not np.array_equal(gen0, other)
+    real_w, gen_w = _generated(lake(5), 0, num_workers=2)
+    assert sorted(real_w.tolist()) == list(range(N))  # two workers: every stored row once
+    assert len(gen_w) == len(gen0) == 11 * 10 + 1  # 11 full batches of 90 + 10, the last 10 real + 1
+    _, gen_w2 = _generated(lake(5), 0, num_workers=2)
+    np.testing.assert_array_equal(np.sort(gen_w, axis=0), np.sort(gen_w2, axis=0))
+
+
+def test_generated_rows_are_born_at_items_by_their_sampling_weight(client):
+    """The collection's generation law: a parent is drawn ∝ α_i (``splat_sampling_alpha``),
+    and a sample sits at cosine A_d(κ_s) = item_similarity from it (as ``collection.generate``)."""
+    rng = np.random.default_rng(8)
+    x = _unit(rng.standard_normal((200, 32))).astype(np.float32)
+    col = client.create_collection("alpha", 32)
+    col.add([f"i{j}" for j in range(200)], x)
+    col.feedback(["i0"] * 8, relevant=True)  # α = e^4 (clipped)
+    dataset = SplatLakeDataset(col, 100, generate_samples=True, generated_fraction=0.9, seed=2)
+    gen = np.concatenate([_generated(dataset, e)[1] for e in range(3)]).astype(np.float64)
+    assert len(gen) == 3 * 20 * 90
+    sims = gen @ x.T.astype(np.float64)
+    share = np.mean(np.argmax(sims, axis=1) == 0)
+    p = np.exp(4.0) / (np.exp(4.0) + 199)
+    assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / len(gen))
+    assert abs(np.mean(np.max(sims, axis=1)) - 0.98) < 0.003
+
+
+def test_generated_rows_of_an_l2_collection_keep_their_items_length(client):
+    rng = np.random.default_rng(3)
+    x = (_unit(rng.standard_normal((300, DIM))) * rng.uniform(0.5, 4.0, (300, 1))).astype(np.float32)
+    col = client.create_collection("l2", DIM, metric="l2")
+    col.add([str(i) for i in range(300)], x)
+    gen = _generated(SplatLakeDataset(col, 60, generate_samples=True, seed=1), 0)[1].astype(np.float64)
+    u = _unit(x.astype(np.float64))
+    nearest = np.argmax(_unit(gen) @ u.T, axis=1)
+    np.testing.assert_allclose(np.linalg.norm(gen, axis=1), np.linalg.norm(x, axis=1)[nearest], rtol=1e-5)
+    assert np.all(np.max(_unit(gen) @ u.T, axis=1) < 1 - 1e-6)
+
+
+@pytest.mark.parametrize(
+    "generation_source",
+    [
+        "items",
+        pytest.param(
+            "clusters",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the cluster sampler's rows are too narrow in energy: KS rejects (docs/splats.md)",
+            ),
+        ),
+    ],
+)
+def test_generated_rows_follow_stored_energies_ks(wordnet_collection, generation_source):  # noqa: F811
+    """The issue's check on real data, for the data lake's generated rows, with the thresholds of
+    ``test_generated_energies_follow_stored_energies_ks`` (10,000 wordnet items, 100 clusters,
+    about 300 samples): energies follow the stored items' (two-sample KS at the 1% level) and
+    no generated row is a copy of a stored item. The default (item-splat) sampler passes; the
+    ``"clusters"`` one is a strict xfail recording why it is no longer the default."""
+    col, x = wordnet_collection
+    dataset = SplatLakeDataset(
+        col,
+        1000,
+        shuffle=True,
+        generate_samples=True,
+        generated_fraction=0.03,
+        seed=1,
+        generation_source=generation_source,
+    )
+    real, s = _generated(dataset, 0)
+    assert len(s) == 309 and sorted(real.tolist()) == list(range(len(x)))
+    s = s.astype(np.float64)
+    e_items, e_s = col.energy(x), col.energy(s)
+    critical = 1.63 * np.sqrt((len(e_s) + len(e_items)) / (len(e_s) * len(e_items)))  # KS, 1% level
+    assert _ks(e_s, e_items) < critical
+    nearest = np.max(s @ x.T, axis=1)
+    assert nearest.max() < 0.99  # every row ≥ 0.01 in cosine distance from every stored item
+    assert abs(np.median(nearest) - 0.98) < 0.005  # its parent sits at cos A_d(κ_s) = item_similarity
 
 
 def test_new_items_appear_in_the_next_epoch(collection):
@@ -254,6 +362,10 @@ def test_invalid_options_are_rejected(collection):
         SplatLakeDataset(collection, 8, generate_samples=True, generated_fraction=1.0)
     with pytest.raises(InvalidArgumentError, match="seed"):
         SplatLakeDataset(collection, 8, seed=-1)
+    with pytest.raises(InvalidArgumentError, match="generation_source"):
+        SplatLakeDataset(collection, 8, generate_samples=True, generation_source="noise")
+    with pytest.raises(InvalidArgumentError, match="item_similarity"):
+        SplatLakeDataset(collection, 8, generate_samples=True, item_similarity=1.0)
 
 
 def test_parquet_round_trip(collection, client, tmp_path):

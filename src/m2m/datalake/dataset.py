@@ -25,11 +25,16 @@ How an epoch is laid out:
   plain mean of f over the collection. ``floor`` bounds the ratio of the largest to the
   smallest probability by ``(floor + 1) / floor``, which bounds the estimator's variance.
 - **Generation.** A fixed fraction of every batch (``round(B · fraction)`` rows) is made by
-  short Metropolis-adjusted Langevin chains (``m2m.splats.langevin.langevin_sample``) on
-  the splat energy, each started at a stored item drawn like the real rows (so under
-  importance sampling they start in sparse regions). A chain sees only the
-  ``langevin_candidates`` splats nearest its start point (exact MH for that local
-  mixture; the dropped splats are many 1/κ away). Generated rows have weight 1.
+  the sampler behind ``Collection.generate``'s default (``source="items"``):
+  ``m2m.splats.generate.sample_item_splats``, Metropolis-adjusted Langevin chains on the
+  item-splat energy ``−log Σ_i w_i vMF(x; μ_i, κ_s)`` of the snapshot, ``w_i`` the items'
+  sampling weights (α_i / group size, as for ``generate``), each chain started at an exact
+  draw of that mixture and seeing the 32 items nearest its parent. Their energies follow the
+  stored items' and they are not copies (cosine ≈ ``item_similarity`` to their parent).
+  They follow that law in every mode (also under importance sampling) and have weight 1.
+  ``generation_source="clusters"`` keeps the older, cheaper chains on the cluster mixture
+  (started at stored items drawn like the batch's real rows, ``langevin_candidates``
+  splats per chain), whose samples are too narrow in energy (docs/splats.md).
 - **Workers.** With ``num_workers = W`` every process computes the same epoch plan and
   worker w makes batches w, w + W, ...: together they cover each planned row once, no
   duplicates, no gaps.
@@ -61,6 +66,7 @@ from m2m.datalake.export import (
     mixture_energy,
     mixture_from_collection,
 )
+from m2m.datalake.generation import generate_from_clusters, generate_from_items
 from m2m.errors import InvalidArgumentError
 from m2m.types import Metric
 
@@ -69,6 +75,7 @@ __all__ = ["SplatLakeDataset", "SplatLakeLoader", "importance_probabilities"]
 logger = logging.getLogger(__name__)
 
 _DONE = object()
+_GENERATION_SOURCES = ("items", "clusters")
 
 
 class _Failure:
@@ -88,22 +95,6 @@ def importance_probabilities(energy: np.ndarray, alpha: np.ndarray, floor: float
     return q / total
 
 
-class _LocalSplats:
-    """The splat energy restricted, per chain, to a few candidate splats (an EnergyModel)."""
-
-    def __init__(self, mixture: Any, candidates: np.ndarray) -> None:
-        self._mixture = mixture
-        self._candidates = candidates
-        self.kappa = mixture.kappa[np.unique(candidates)]  # sets langevin's starting step size
-
-    @property
-    def dim(self) -> int:
-        return self._mixture.dim
-
-    def energy_and_grad(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._mixture.energy_and_grad(x, candidates=self._candidates)
-
-
 @dataclass
 class _Plan:
     """Everything one epoch needs; identical in every worker process."""
@@ -117,6 +108,8 @@ class _Plan:
     weights: np.ndarray | None  # 1 / (N p_i) per snapshot item, importance sampling only
     probs: np.ndarray | None
     splats: FittedSplats | None
+    unit: np.ndarray | None  # unit rows of the snapshot (item-splat generation)
+    parent_weights: np.ndarray | None  # w_i of the item-splat mixture (0 for zero vectors)
     epoch: int
 
 
@@ -140,6 +133,8 @@ class SplatLakeDataset(IterableDataset):
         drop_last: bool = False,
         prefetch: int = 4,
         langevin_steps: int = 20,
+        generation_source: str = "items",
+        item_similarity: float = 0.98,
         langevin_candidates: int = 8,
         generation_chunk: int = 512,
         source: str = "mirror",
@@ -156,6 +151,18 @@ class SplatLakeDataset(IterableDataset):
         self.prefetch = _non_negative_int(prefetch, "prefetch")
         self.langevin_steps = _positive_int(langevin_steps, "langevin_steps")
         self.langevin_candidates = _positive_int(langevin_candidates, "langevin_candidates")
+        if generation_source not in _GENERATION_SOURCES:
+            raise InvalidArgumentError(
+                f"generation_source must be one of {_GENERATION_SOURCES}, got {generation_source!r}"
+            )
+        if (
+            isinstance(item_similarity, bool)
+            or not isinstance(item_similarity, int | float)
+            or not 0.0 < item_similarity < 1.0
+        ):
+            raise InvalidArgumentError(f"item_similarity must be in (0, 1), got {item_similarity!r}")
+        self.generation_source = generation_source
+        self.item_similarity = float(item_similarity)
         self.generation_chunk = _positive_int(generation_chunk, "generation_chunk")
         self.shuffle = bool(shuffle)
         self.importance_sampling = bool(importance_sampling)
@@ -178,6 +185,8 @@ class SplatLakeDataset(IterableDataset):
         self._splats: FittedSplats | None = None
         self._probs: np.ndarray | None = None
         self._weights: np.ndarray | None = None
+        self._unit: np.ndarray | None = None
+        self._parent_weights: np.ndarray | None = None
         self._next_epoch = 0
         self._epoch = 0
         self._prepared = False
@@ -201,7 +210,8 @@ class SplatLakeDataset(IterableDataset):
 
     @property
     def splats(self) -> FittedSplats | None:
-        """The mixture used for importance weights and generation (None if neither is on)."""
+        """The cluster mixture behind importance weights and ``generation_source="clusters"``
+        (None when neither is on: the default generation uses item splats)."""
         return self._splats
 
     @property
@@ -219,18 +229,24 @@ class SplatLakeDataset(IterableDataset):
             if self._snapshot is not None and self._snapshot.version == version:
                 return False
             snap = export_vectors(collection, source=self.source, include_metadata=self.include_metadata)
-            splats = probs = weights = None
-            if len(snap) and (self.importance_sampling or self.generate_samples):
+            items = self.generate_samples and self.generation_source == "items"
+            clusters = self.generate_samples and self.generation_source == "clusters"
+            splats = probs = weights = unit = parent_weights = alpha = None
+            if len(snap) and (self.importance_sampling or items):
+                cosine = snap.metric is Metric.COSINE and snap.source == "mirror"
+                unit = snap.vectors if cosine else _unit_rows(snap.vectors)  # the mirror's are unit
+                alpha = item_alpha(collection, snap.ids)
+            if len(snap) and (self.importance_sampling or clusters):
                 splats = mixture_from_collection(collection, snapshot=snap, seed=self.seed % (1 << 32))
             if len(snap) and self.importance_sampling:
-                unit = _unit_rows(snap.vectors)
                 energy = mixture_energy(splats.mixture, unit)
-                probs = importance_probabilities(
-                    energy, item_alpha(collection, snap.ids), self.importance_floor
-                )
+                probs = importance_probabilities(energy, alpha, self.importance_floor)
                 with np.errstate(divide="ignore"):
                     weights = (1.0 / (len(snap) * probs)).astype(np.float32)
+            if items and alpha is not None:  # a zero vector has no direction: never a parent
+                parent_weights = np.where(np.any(unit != 0, axis=1), alpha, 0.0)
             self._snapshot, self._splats, self._probs, self._weights = snap, splats, probs, weights
+            self._unit, self._parent_weights = (unit, parent_weights) if items else (None, None)
             logger.debug("data lake snapshot: %d items at version %d", len(snap), version)
             return True
 
@@ -265,6 +281,8 @@ class SplatLakeDataset(IterableDataset):
             self._weights,
             self._probs,
             self._splats,
+            self._unit,
+            self._parent_weights,
             epoch,
         )
 
@@ -397,36 +415,30 @@ class SplatLakeDataset(IterableDataset):
         return batch
 
     def _generate(self, plan: _Plan, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` Langevin samples started at stored items drawn like the batch's real rows."""
-        from m2m.splats.langevin import langevin_sample
-
-        snap, splats = plan.snapshot, plan.splats
-        assert splats is not None
-        mixture = splats.mixture
-        count = len(snap)
-        starts = (
-            rng.choice(count, size=n, p=plan.probs) if plan.probs is not None else rng.integers(0, count, n)
+        """``n`` generated rows from the ``generation_source`` sampler (module docstring)."""
+        snap = plan.snapshot
+        if self.generation_source == "clusters":
+            assert plan.splats is not None
+            return generate_from_clusters(
+                plan.splats.mixture,
+                snap.vectors,
+                n,
+                rng=rng,
+                probs=plan.probs,
+                steps=self.langevin_steps,
+                candidates=self.langevin_candidates,
+                keep_length=snap.metric is not Metric.COSINE,
+            )
+        assert plan.unit is not None and plan.parent_weights is not None
+        return generate_from_items(
+            plan.unit,
+            plan.parent_weights,
+            n,
+            rng=rng,
+            steps=self.langevin_steps,
+            item_similarity=self.item_similarity,
+            lengths=None if snap.metric is Metric.COSINE else snap.vectors,
         )
-        raw = snap.vectors[starts].astype(np.float64)
-        norms = np.linalg.norm(raw, axis=1)
-        x0 = raw / np.where(norms > 0, norms, 1.0)[:, None]
-        zero = norms == 0
-        if np.any(zero):  # a zero vector has no direction: start at a splat mean instead
-            x0[zero] = mixture.mu[rng.choice(mixture.n_components, size=int(zero.sum()), p=mixture.alpha)]
-        m = min(self.langevin_candidates, mixture.n_components)
-        cos = x0 @ mixture.mu.T
-        candidates = (
-            np.argpartition(-cos, m - 1, axis=1)[:, :m]
-            if m < mixture.n_components
-            else (np.broadcast_to(np.arange(m), (n, m)).copy())
-        )
-        samples = langevin_sample(
-            _LocalSplats(mixture, candidates), n, init=x0, steps=self.langevin_steps, rng=rng
-        )
-        out = samples / np.linalg.norm(samples, axis=1, keepdims=True)
-        if snap.metric is not Metric.COSINE:  # other metrics keep the start item's length
-            out *= np.where(zero, 1.0, norms)[:, None]
-        return out.astype(np.float32)
 
 
 class SplatLakeLoader(DataLoader):
