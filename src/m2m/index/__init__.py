@@ -1,4 +1,5 @@
-"""Approximate nearest-neighbour indexes (NumPy only): HRM2, a hierarchical IVF."""
+"""Approximate nearest-neighbour indexes: HRM2, a hierarchical IVF (NumPy, plus an optional
+compiled int8 scan when numba is installed)."""
 
 from m2m.index.hrm2 import HRM2Index, HRM2Params
 
