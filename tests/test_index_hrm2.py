@@ -510,3 +510,36 @@ def test_compiled_scan_equals_numpy_scan(monkeypatch, metric, codec):
         np.testing.assert_allclose(d_c, d_n, rtol=1e-4, atol=1e-4)
         assert (s_c == s_n).mean() >= 0.9  # equal up to near-ties in float rounding
         assert not np.isin(s_c, slots[:200:3]).any()
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="numba (the 'fast' extra) is not installed")
+def test_int8_routing_probes_nearly_the_same_lists(monkeypatch, tmp_path: Path):
+    """Large routing matrices are read as int8 by the single-query path: the probed lists are
+    those of float routing but for near-ties, and recall holds; save/load rebuilds the copy."""
+    import m2m.index.hrm2 as hrm2_module
+
+    monkeypatch.setattr(hrm2_module, "ROUTE_INT8_CELLS", 0)
+    x, _ = clustered(n=4000, d=64, seed=41)
+    x = prep(x, Metric.COSINE)
+    ix = HRM2Index.build(x, np.arange(4000), Metric.COSINE, HRM2Params(codec="sq8", calib_queries=16))
+    assert ix._route8 is not None and ix._route8.dtype == np.int8
+    q = queries_near(x, 100, 42, Metric.COSINE)
+    n_probe = max(2, ix.n_lists // 8)
+    float_route = HRM2Index.__new__(HRM2Index)
+    float_route.__dict__.update(ix.__dict__)
+    float_route._route8 = None
+    overlap = []
+    for i in range(q.shape[0]):
+        qv, _ = ix._codec.prepare_one(q[i])
+        a = _search.route_one(ix, q[i], qv, n_probe)
+        b = _search.route_one(float_route, q[i], qv, n_probe)
+        overlap.append(len(set(a.tolist()) & set(b.tolist())) / n_probe)
+    assert np.mean(overlap) >= 0.97
+    _, ts = bf(x, np.arange(4000), q, Metric.COSINE)
+    s = np.vstack([ix.search(q[i], K, n_probe=n_probe)[1] for i in range(q.shape[0])])
+    s_float = np.vstack([float_route.search(q[i], K, n_probe=n_probe)[1] for i in range(q.shape[0])])
+    assert recall(s, ts) >= recall(s_float, ts) - 0.01
+    np.testing.assert_array_equal(ix.search(q[0], K, n_probe=ix.n_lists)[1], ts[0])  # every list: exact
+    ix.save(tmp_path / "r8", 1)
+    loaded, _ = HRM2Index.load(tmp_path / "r8")
+    np.testing.assert_array_equal(loaded._route8, ix._route8)

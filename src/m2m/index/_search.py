@@ -24,6 +24,7 @@ from m2m.index._layout import ROUTE_FLAT_CELLS, coarse_probe, pad_results
 __all__ = ["ROUTE_FLAT_CELLS", "coarse_probe", "route_batch", "search", "search_batch", "search_one"]
 from m2m.types import Metric
 
+_ZERO = np.zeros(1, np.int64)
 BATCH_MIN = 8  # batches smaller than this run query by query
 BRUTE_FACTOR = 2.0  # exact search over the allowed rows when it costs <= this x the index scan
 
@@ -92,12 +93,15 @@ def route_one(ix, q: np.ndarray, qv: np.ndarray, n_probe: int) -> np.ndarray:
         else:
             lists = fids
         return lists[g > -np.inf]  # drop the padding (dummy list)
-    g = ix._route @ rq
+    n = ix._route.shape[0]
+    if n_probe >= n:
+        return np.arange(n)
+    if ix._route8 is not None:  # int8 centroids (the codes' shift adds the same to every list)
+        g = _kernels.scan_ranges(ix._route8, _ZERO, np.full(1, n, np.int64), rq * ix._route8_scale)[0]
+    else:
+        g = ix._route @ rq
     g -= ix._fine_hbias
-    n = g.shape[0]
-    if n_probe < n:
-        return np.argpartition(g, n - n_probe)[n - n_probe :]
-    return np.arange(n)
+    return np.argpartition(g, n - n_probe)[n - n_probe :]
 
 
 def _rows_only(ix, lists: np.ndarray) -> np.ndarray:

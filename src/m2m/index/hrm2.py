@@ -29,9 +29,10 @@ import numpy as np
 
 from m2m.errors import DimensionMismatchError, InvalidArgumentError, InvalidVectorError
 from m2m.index import _kernels, _search
+from m2m.index._layout import ROUTE_INT8_CELLS
 from m2m.index.calibration import Calibration, calibrate
 from m2m.index.kmeans import _update, assign, kmeans
-from m2m.index.quantization import CODECS, choose_codec, make_codec
+from m2m.index.quantization import CODECS, SQ8Codec, choose_codec, make_codec
 from m2m.types import Metric
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,11 @@ class HRM2Index:
             self._route_ext = self._fine_ext
             self._route_qv = False
         self._route = self._route_ext[:-1]
+        # large routing matrices: an int8 copy for the single-query path (docs/hrm2.md)
+        self._route8 = self._route8_scale = None
+        if self._route.size >= ROUTE_INT8_CELLS and self._route.shape[0] and _kernels.available():
+            quantiser = SQ8Codec.fit(self._route)
+            self._route8, self._route8_scale = quantiser.encode(self._route), quantiser.scale
 
     def _assign_lists(self, x: np.ndarray) -> np.ndarray:
         """Fine list of every row: its nearest fine centroid (what flat routing assumes)."""
