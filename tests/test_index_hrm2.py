@@ -543,3 +543,21 @@ def test_int8_routing_probes_nearly_the_same_lists(monkeypatch, tmp_path: Path):
     ix.save(tmp_path / "r8", 1)
     loaded, _ = HRM2Index.load(tmp_path / "r8")
     np.testing.assert_array_equal(loaded._route8, ix._route8)
+
+
+def test_rerank_depth_is_measured_unless_given():
+    """rerank=None: the smallest depth (4, 8, 16) whose candidates hold the exact top-10 as
+    well as 16 does on the build's check; an explicit rerank is kept as given."""
+    x, _ = clustered(n=3000, d=48, seed=51)
+    x = prep(x, Metric.COSINE)
+    ix = HRM2Index.build(x, np.arange(3000), Metric.COSINE, HRM2Params(codec="sq8", calib_queries=16))
+    check = ix.stats()["codec_check"]["rerank"]
+    r = ix.params.rerank
+    assert r in (4, 8, 16) and check[str(r)] >= check["16"] - 0.001
+    assert all(check[str(s)] < check["16"] - 0.001 for s in (4, 8) if s < r)  # smallest such depth
+    fixed = HRM2Index.build(
+        x, np.arange(3000), Metric.COSINE, HRM2Params(codec="sq8", rerank=12, calib_queries=16)
+    )
+    assert fixed.params.rerank == 12 and "rerank" not in (fixed.stats()["codec_check"] or {})
+    with pytest.raises(InvalidArgumentError):
+        HRM2Params(rerank=0).validate()

@@ -17,6 +17,7 @@ ip ``-q·x``, l2 ``||q - x||²``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -32,7 +33,7 @@ from m2m.index import _kernels, _search
 from m2m.index._layout import ROUTE_INT8_CELLS
 from m2m.index.calibration import Calibration, calibrate
 from m2m.index.kmeans import _update, assign, kmeans
-from m2m.index.quantization import CODECS, SQ8Codec, choose_codec, make_codec
+from m2m.index.quantization import CODECS, RERANK_CHOICES, SQ8Codec, choose_codec, choose_rerank, make_codec
 from m2m.types import Metric
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class HRM2Params:
     seed: int = 0
     codec: str = "auto"  # LOD 1 codes: "pca" (float32), "pca8" (int8 PCA), "sq8" (int8), "auto" (measured)
     code_dim: int | None = None  # pca only; None -> d/3 rounded up to a multiple of 8
-    rerank: int = 16  # LOD 2 re-ranks rerank * k LOD 1 candidates
+    rerank: int | None = None  # LOD 2 re-ranks rerank * k LOD 1 candidates; None -> measured (4, 8 or 16)
     coarse_probe: int | None = None  # coarse clusters routed through; None -> all while cheap (see docs)
     calib_queries: int = 256  # held-out perturbed samples used to calibrate recall vs n_probe
     calib_noise: float = 1.0  # perturbation norm, in units of the sample's nearest-neighbour distance
@@ -82,7 +83,11 @@ class HRM2Params:
                 raise InvalidArgumentError(f"HRM2Params.{name} must be a positive int or None, got {v!r}")
         if self.codec not in CODECS:
             raise InvalidArgumentError(f"HRM2Params.codec must be one of {CODECS}, got {self.codec!r}")
-        if self.rerank < 1 or self.kmeans_iters < 0 or self.calib_queries < 0:
+        if self.rerank is not None and (not isinstance(self.rerank, (int, np.integer)) or self.rerank < 1):
+            raise InvalidArgumentError(
+                f"HRM2Params.rerank must be a positive int or None, got {self.rerank!r}"
+            )
+        if self.kmeans_iters < 0 or self.calib_queries < 0:
             raise InvalidArgumentError("HRM2Params.rerank >= 1, kmeans_iters >= 0, calib_queries >= 0")
         if not 0.0 < self.default_recall <= 1.0:
             raise InvalidArgumentError("HRM2Params.default_recall must be in (0, 1]")
@@ -184,10 +189,18 @@ class HRM2Index:
         lists = self._assign_lists(x)
         if params.codec == "auto":
             self._codec, self.codec_check = choose_codec(
-                train, params.code_dim, params.rerank * 10, rng, compiled=_kernels.available()
+                train,
+                params.code_dim,
+                (params.rerank or RERANK_CHOICES[-1]) * 10,
+                rng,
+                compiled=_kernels.available(),
             )
         else:
             self._codec = make_codec(params.codec, train, params.code_dim)
+        if params.rerank is None:  # its own generator: the calibration's draws stay as they were
+            rerank, check = choose_rerank(self._codec, train, np.random.default_rng([params.seed, 1]))
+            self.params = params = dataclasses.replace(params, rerank=rerank)
+            self.codec_check = {**(self.codec_check or {}), "rerank": check}
         self._set_route()
         self._init_storage(x, slots, lists)
         self._n_at_build = n
