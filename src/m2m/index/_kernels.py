@@ -25,56 +25,13 @@ _scan = None
 _tried = False
 
 
-def _compile():
-    import numba
-
-    def dot(codes, i, w):  # pragma: no cover - compiled
-        acc = np.float32(0.0)
-        for j in range(codes.shape[1]):
-            acc += w[j] * np.float32(codes[i, j])
-        return acc
-
-    def scan(codes, starts, ends, w, hbias, slots, allowed, out, out_rows):  # pragma: no cover
-        use_bias = hbias.shape[0] > 0
-        p = 0
-        if allowed.shape[0] > 0:  # filtered: only allowed rows are scored and written, packed
-            for r in range(starts.shape[0]):
-                for i in range(starts[r], ends[r]):
-                    if allowed[slots[i]]:
-                        v = dot(codes, i, w)
-                        out[p] = v - hbias[i] if use_bias else v
-                        out_rows[p] = i
-                        p += 1
-            return p
-        # unfiltered: a branch-free loop, then the bias in a second pass
-        for r in range(starts.shape[0]):
-            for i in range(starts[r], ends[r]):
-                out[p] = dot(codes, i, w)
-                p += 1
-        if use_bias:
-            p = 0
-            for r in range(starts.shape[0]):
-                for i in range(starts[r], ends[r]):
-                    out[p] -= hbias[i]
-                    p += 1
-        return p
-
-    opts = {"fastmath": True, "nogil": True, "boundscheck": False}
-    try:  # compiled once, then loaded from numba's cache next to this file
-        dot = numba.njit(inline="always", cache=True, **opts)(dot)
-        return numba.njit(cache=True, **opts)(scan)
-    except RuntimeError:  # no writable cache location (e.g. a read-only install)
-        dot = numba.njit(inline="always", **opts)(dot)
-        return numba.njit(**opts)(scan)
-
-
 def available() -> bool:
     """Whether the compiled scan can be used (numba importable and the kernel compiled)."""
     global _scan, _tried
     if not _tried:
         _tried = True
         try:
-            _scan = _compile()
+            from m2m.index._scan_numba import scan as _scan
         except ImportError:
             logger.info("numba not installed: HRM2 scans with NumPy (pip install 'm2m[fast]')")
             _scan = None
