@@ -24,7 +24,6 @@ from m2m.index._layout import ROUTE_FLAT_CELLS, coarse_probe, pad_results
 __all__ = ["ROUTE_FLAT_CELLS", "coarse_probe", "route_batch", "search", "search_batch", "search_one"]
 from m2m.types import Metric
 
-_ZERO = np.zeros(1, np.int64)
 BATCH_MIN = 8  # batches smaller than this run query by query
 BRUTE_FACTOR = 2.0  # exact search over the allowed rows when it costs <= this x the index scan
 
@@ -96,10 +95,9 @@ def route_one(ix, q: np.ndarray, qv: np.ndarray, n_probe: int) -> np.ndarray:
     n = ix._route.shape[0]
     if n_probe >= n:
         return np.arange(n)
-    if ix._route8 is not None:  # int8 centroids (the codes' shift adds the same to every list)
-        g = _kernels.scan_ranges(ix._route8, _ZERO, np.full(1, n, np.int64), rq * ix._route8_scale)[0]
-    else:
-        g = ix._route @ rq
+    # int8 centroids when the matrix is large (the codes' shift adds the same to every list)
+    r8 = ix._route8
+    g = ix._route @ rq if r8 is None else _kernels.scan_block(r8, rq * ix._route8_scale)
     g -= ix._fine_hbias
     return np.argpartition(g, n - n_probe)[n - n_probe :]
 
@@ -180,7 +178,7 @@ def scan_one(ix, qv: np.ndarray, lists: np.ndarray, allowed, depth: int) -> tupl
         s = np.concatenate(parts) if parts else np.empty(0, np.float32)
         rows = None
         if ix._bias_needed:
-            rows = _rows_only(ix, lists)
+            rows = _rows_at(starts, ends, np.arange(s.shape[0]))
             s -= ix._hbias[rows]
     else:
         rows = _rows_only(ix, lists)

@@ -88,7 +88,7 @@ class HRM2Params:
                 f"HRM2Params.rerank must be a positive int or None, got {self.rerank!r}"
             )
         if self.kmeans_iters < 0 or self.calib_queries < 0:
-            raise InvalidArgumentError("HRM2Params.rerank >= 1, kmeans_iters >= 0, calib_queries >= 0")
+            raise InvalidArgumentError("HRM2Params.kmeans_iters and calib_queries must be >= 0")
         if not 0.0 < self.default_recall <= 1.0:
             raise InvalidArgumentError("HRM2Params.default_recall must be in (0, 1]")
 

@@ -180,14 +180,21 @@ def default_code_dim(d: int) -> int:
 def candidate_recall(codec, base: np.ndarray, queries: np.ndarray, depth: int, k: int = 10) -> float:
     """Fraction of the exact top-``k`` (by inner product) that the codec's top-``depth`` holds:
     how much the LOD 2 re-rank can recover from this codec's LOD 1 candidates."""
+    return candidate_recalls(codec, base, queries, [depth], k)[0]
+
+
+def candidate_recalls(codec, base: np.ndarray, queries: np.ndarray, depths, k: int = 10) -> list[float]:
+    """:func:`candidate_recall` at several depths, from one exact and one coded product."""
     k = min(k, base.shape[0])
-    depth = min(max(depth, k), base.shape[0])
     exact = queries @ base.T
     approx = codec.prepare(queries)[0] @ codec.encode(base).astype(np.float32).T
     top = np.argpartition(-exact, k - 1, axis=1)[:, :k]
-    cand = np.argpartition(-approx, depth - 1, axis=1)[:, :depth]
-    hits = (top[:, :, None] == cand[:, None, :]).any(axis=2)
-    return float(hits.mean())
+    out = []
+    for depth in depths:
+        depth = min(max(depth, k), base.shape[0])
+        cand = np.argpartition(-approx, depth - 1, axis=1)[:, :depth]
+        out.append(float((top[:, :, None] == cand[:, None, :]).any(axis=2).mean()))
+    return out
 
 
 def _check_sample(sample: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +238,8 @@ def choose_rerank(codec, sample: np.ndarray, rng: np.random.Generator, k: int = 
     sample. Codes that rank almost exactly (SQ8 on synthetic-640: 1.0 at 4) re-rank 40 rows
     instead of 160; PCA8 on wordnet-minilm keeps 16. Returns ``(rerank, {depth: recall})``."""
     base, q = _check_sample(sample, rng)
-    recalls = {r: candidate_recall(codec, base, q, min(r * k, base.shape[0]), k) for r in RERANK_CHOICES}
+    depths = [r * k for r in RERANK_CHOICES]
+    recalls = dict(zip(RERANK_CHOICES, candidate_recalls(codec, base, q, depths, k), strict=True))
     best = recalls[RERANK_CHOICES[-1]]
     chosen = min(r for r in RERANK_CHOICES if recalls[r] >= best - 0.001)
     return chosen, {str(r): round(v, 4) for r, v in recalls.items()}
