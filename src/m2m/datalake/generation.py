@@ -33,13 +33,16 @@ def generate_from_items(
     """n float32 samples of the item-splat mixture of ``unit`` (unit rows) with weights w_i.
 
     ``lengths``: the stored (non-unit) vectors of an ip/l2 collection; each sample then takes
-    the length of its nearest stored item (its parent but for near-ties), else it is unit.
+    the length of its parent item (a sample lies at cosine about ``item_similarity`` to it),
+    else it is unit.
     """
     from m2m.splats.generate import sample_item_splats
 
-    out = sample_item_splats(unit, weights, n, item_similarity=item_similarity, steps=steps, rng=rng)
+    out, parents = sample_item_splats(
+        unit, weights, n, item_similarity=item_similarity, steps=steps, rng=rng, return_parents=True
+    )
     if lengths is not None:
-        out *= np.linalg.norm(lengths, axis=1)[_nearest_rows(unit, out)][:, None]
+        out *= np.linalg.norm(lengths[parents], axis=1)[:, None]
     return out
 
 
@@ -96,9 +99,3 @@ def generate_from_clusters(
         out *= np.where(zero, 1.0, norms)[:, None]
     return out.astype(np.float32)
 
-
-def _nearest_rows(unit: np.ndarray, x: np.ndarray, block: int = 256) -> np.ndarray:
-    """Row of ``unit`` most similar to each row of ``x`` (exact, ``block`` rows at a time)."""
-    return np.concatenate(
-        [np.argmax(x[lo : lo + block] @ unit.T, axis=1) for lo in range(0, x.shape[0], block)]
-    )

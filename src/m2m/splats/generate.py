@@ -92,11 +92,13 @@ def sample_item_splats(
     rng: np.random.Generator,
     parents_from: np.ndarray | None = None,
     neighbours: int = NEIGHBOURS,
-) -> np.ndarray:
+    return_parents: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """n samples of ``exp(−E/T)`` of the item-splat mixture (module docstring), float32.
 
     ``x``: unit rows of the stored items (float32); ``weights``: their w_i ≥ 0;
-    ``parents_from``: restrict the parents to these rows (``near``).
+    ``parents_from``: restrict the parents to these rows (``near``); ``return_parents``: also
+    return each sample's parent row.
     """
     from m2m.splats.langevin import langevin_sample
 
@@ -127,7 +129,7 @@ def sample_item_splats(
         out[lo:hi] = langevin_sample(
             model, hi - lo, init=start, steps=steps, step_size=step_size, temperature=temperature, rng=rng
         )
-    return out
+    return (out, parents) if return_parents else out
 
 
 def dedup_cluster_mixture(mixture: SplatMixture, labels: np.ndarray, inv_group: np.ndarray) -> SplatMixture:
