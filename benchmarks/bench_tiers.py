@@ -190,13 +190,8 @@ def serve(work: Path, warm_bytes: int, prefetch: bool, k: int, n_probe: int, bat
 
 
 # ---- main -------------------------------------------------------------------------------------
-def main(argv=None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--collection" in argv:  # end to end through the Collection API: bench_tiers_collection.py
-        from bench_tiers_collection import main as collection_main
-
-        return collection_main([a for a in argv if a != "--collection"])
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_shared_args(ap: argparse.ArgumentParser) -> None:
+    """Data, index and query options shared with bench_tiers_collection.py."""
     ap.add_argument("--n", type=int, default=500_000)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--clusters", type=int, default=1000)
@@ -208,6 +203,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--single", type=int, default=300, help="queries answered one at a time")
     ap.add_argument("--batched", type=int, default=1024, help="queries answered in batches")
     ap.add_argument("--batch", type=int, default=64)
+
+
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--collection" in argv:  # end to end through the Collection API: bench_tiers_collection.py
+        from bench_tiers_collection import main as collection_main
+
+        return collection_main([a for a in argv if a != "--collection"])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_shared_args(ap)
     ap.add_argument("--work", default="/tmp/m2m_bench_tiers")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiers.json"))
     ap.add_argument("--serve", default=None, help=argparse.SUPPRESS)

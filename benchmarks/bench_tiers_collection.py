@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_tiers import _status, clustered, run_child  # noqa: E402
+from bench_tiers import _status, add_shared_args, clustered, run_child  # noqa: E402
 
 NAME = "c"
 
@@ -157,17 +157,7 @@ def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=500_000)
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--clusters", type=int, default=1000)
-    ap.add_argument("--train", type=int, default=20_000, help="k-means training sample")
-    ap.add_argument("--iters", type=int, default=8, help="k-means iterations")
-    ap.add_argument("--warm-frac", type=float, default=0.10, help="warm budget / vector bytes")
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--n-probe", type=int, default=16)
-    ap.add_argument("--single", type=int, default=300, help="queries answered one at a time")
-    ap.add_argument("--batched", type=int, default=1024, help="queries answered in batches")
-    ap.add_argument("--batch", type=int, default=64)
+    add_shared_args(ap)
     ap.add_argument("--filtered", type=int, default=100, help="single queries with where={'g': 3}")
     ap.add_argument("--work", default="/tmp/m2m_bench_tiers_collection")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tiers_collection.json"))
