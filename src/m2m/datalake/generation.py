@@ -98,4 +98,3 @@ def generate_from_clusters(
     if keep_length:
         out *= np.where(zero, 1.0, norms)[:, None]
     return out.astype(np.float32)
-
